@@ -1,0 +1,127 @@
+"""The frozen VGG16 convolutional base and where its weights come from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.applications import vgg16
+from keras.src.applications.vgg16 import WEIGHTS_PATH_NO_TOP
+
+from features.errors import FeatureError
+
+POOLINGS = ("none", "avg", "max")
+MIN_IMAGE_SIZE = 32
+IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
+WEIGHTS_ENV = "VGG16_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Resolved weights: a file to load (None for random) and what identifies them."""
+
+    path: str | None
+    identity: str  # "imagenet", "sha256:<hex>" or "random"
+    warning: str | None = None
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_imagenet() -> str:
+    """Keras' ImageNet notop weights file, downloaded once into ~/.keras/models."""
+    return keras.utils.get_file(
+        IMAGENET_NOTOP_FILE, WEIGHTS_PATH_NO_TOP, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
+    )
+
+
+def _weights_file(path: str) -> Weights:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise FeatureError(
+            f"Weights file not found or unreadable: {path}. Pass --weights with the path to a "
+            "VGG16 include_top=False weights file, or --weights imagenet."
+        )
+    return Weights(path=path, identity=f"sha256:{file_sha256(path)}")
+
+
+def resolve_weights(spec: str) -> Weights:
+    """Turn ``auto|imagenet|none|PATH`` into weights to load.
+
+    ``auto`` uses ``$VGG16_WEIGHTS`` when set, else the ImageNet download, and where
+    that fails falls back to random weights with a warning naming the cause.
+    """
+    if spec == "none":
+        return Weights(path=None, identity="random",
+                       warning="--weights none: random VGG16 weights; features carry little meaning.")
+    if spec == "auto" and os.environ.get(WEIGHTS_ENV):
+        return _weights_file(os.environ[WEIGHTS_ENV])
+    if spec in ("auto", "imagenet"):
+        try:
+            return Weights(path=_download_imagenet(), identity="imagenet")
+        except Exception as error:  # Keras raises a bare Exception on fetch failure
+            cause = str(error).splitlines()[0][:200]
+            if spec == "imagenet":
+                raise FeatureError(
+                    f"Could not download the ImageNet VGG16 weights ({cause}). Offline? Pass "
+                    f"--weights PATH to a VGG16 notop weights file, or set {WEIGHTS_ENV}."
+                ) from None
+            return Weights(path=None, identity="random", warning=(
+                f"ImageNet weights unavailable ({cause}); using RANDOM weights. Set "
+                f"{WEIGHTS_ENV} or pass --weights PATH for real features."))
+    return _weights_file(spec)
+
+
+def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
+    """Shape of one image's features: (512,) pooled, (s, s, 512) with no pooling."""
+    if pooling != "none":
+        return (512,)
+    side = image_size // 32
+    return (side, side, 512)
+
+
+def build_backbone(image_size: int, pooling: str, weights: Weights, seed: int = 0) -> keras.Model:
+    """VGG16 without its top, frozen, for ``image_size`` square RGB input."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise FeatureError(f"--image-size must be at least {MIN_IMAGE_SIZE}. Received: {image_size}")
+    if pooling not in POOLINGS:
+        raise FeatureError(f"--pooling must be one of {', '.join(POOLINGS)}. Received: {pooling}")
+    keras.utils.set_random_seed(seed)  # random weights are reproducible
+    try:
+        model = vgg16.VGG16(
+            include_top=False,
+            weights=weights.path,
+            input_shape=(image_size, image_size, 3),
+            pooling=None if pooling == "none" else pooling,
+        )
+    except (ValueError, OSError) as error:
+        raise FeatureError(
+            f"Could not load VGG16 weights from {weights.path}: {str(error).splitlines()[0][:200]}. "
+            "Pass --weights with a VGG16 include_top=False weights file."
+        ) from None
+    model.trainable = False
+    return model
+
+
+class FeatureExtractor:
+    """RGB 0-255 batches in, VGG16 features out, through ``vgg16.preprocess_input``."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._forward = tf.function(
+            lambda x: model(vgg16.preprocess_input(x), training=False), reduce_retracing=True
+        )
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Shape (batch, size, size, 3) float32 0-255 in; (batch, *feature_shape) float32 out."""
+        return self._forward(tf.convert_to_tensor(images, tf.float32)).numpy()

@@ -1,0 +1,186 @@
+"""The feature store: ``.npy`` shards plus a ``manifest.json`` that ties rows to files.
+
+Layout of one store (one folder per content key)::
+
+    <key>/manifest.json
+    <key>/<split>/pass-<k>/shard-<nnnnn>.npy          features, (rows, *feature_shape)
+    <key>/<split>/pass-<k>/shard-<nnnnn>.labels.npy   int32 class index, (rows,)
+    <key>/<split>/pass-<k>/shard-<nnnnn>.sources.npy  int64 index into manifest["sources"], (rows,)
+
+Every file is written under a temporary name and renamed into place, and the
+manifest is rewritten the same way after each shard, so a killed run leaves only
+whole shards behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import FeatureError
+
+MANIFEST = "manifest.json"
+ARRAYS = ("features", "labels", "sources")
+
+
+def _array_path(store: Path, name: str, array: str) -> Path:
+    suffix = ".npy" if array == "features" else f".{array}.npy"
+    return store / f"{name}{suffix}"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One planned unit of work: a fixed list of sources in one split and pass."""
+
+    split: str
+    pass_index: int
+    number: int
+    sources: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/pass-{self.pass_index}/shard-{self.number:05d}"
+
+
+class StoreWriter:
+    """Creates or resumes a store folder and records each finished shard."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = Path(folder)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, folder: Path, header: dict) -> "StoreWriter":
+        """Resume the store in ``folder`` if its manifest matches ``header``, else start it."""
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FeatureError(f"Cannot create the store folder {folder}: {error.strerror}. "
+                               "Pass --cache with a writable folder.") from None
+        existing = folder / MANIFEST
+        if existing.exists():
+            manifest = json.loads(existing.read_text())
+            if manifest.get("key") == header["key"]:
+                return cls(folder, manifest)
+        writer = cls(folder, {**header, "shards": [], "skipped": [], "complete": False})
+        writer.save_manifest()
+        return writer
+
+    def done(self) -> set[str]:
+        return {entry["name"] for entry in self.manifest["shards"]}
+
+    def write_shard(self, shard: Shard, features: np.ndarray, labels: np.ndarray,
+                    sources: np.ndarray, skipped: dict[str, str]) -> None:
+        """Write the shard's three arrays, then record them (and new skips) in the manifest."""
+        hashes = {}
+        for array_name, array in zip(ARRAYS, (features, labels, sources)):
+            payload = _npy_bytes(array)
+            hashes[array_name] = hashlib.sha256(payload).hexdigest()
+            atomic_write_bytes(_array_path(self.folder, shard.name, array_name), payload)
+        self.manifest["shards"].append({
+            "name": shard.name, "split": shard.split, "pass": shard.pass_index,
+            "rows": int(len(labels)), "sha256": hashes,
+        })
+        known = {entry["path"] for entry in self.manifest["skipped"]}
+        self.manifest["skipped"] += [
+            {"path": path, "reason": reason} for path, reason in sorted(skipped.items())
+            if path not in known
+        ]
+        self.save_manifest()
+
+    def finish(self) -> None:
+        self.manifest["complete"] = True
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        payload = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self.folder / MANIFEST, payload)
+
+
+class FeatureStore:
+    """Reads a finished store; arrays are memory-mapped shard by shard."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise FeatureError(f"No feature store at {self.folder} (no {MANIFEST}). "
+                               "Run `python -m pipeline features` first.")
+        self.manifest = json.loads(path.read_text())
+        if not self.manifest.get("complete"):
+            raise FeatureError(f"The store {self.folder} is incomplete: its extraction did not "
+                               "finish. Rerun the same `features` command to resume it.")
+
+    @property
+    def key(self) -> str:
+        return self.manifest["key"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.manifest["class_names"]
+
+    @property
+    def splits(self) -> list[str]:
+        present = {entry["split"] for entry in self.manifest["shards"]}
+        return [split for split in ("train", "validation", "test") if split in present]
+
+    def source_paths(self, sources: np.ndarray) -> list[str]:
+        table = self.manifest["sources"]
+        return [table[int(i)]["path"] for i in sources]
+
+    def load_shard(self, entry: dict) -> dict[str, np.ndarray]:
+        """One shard's arrays, memory-mapped, after a cheap row-count check."""
+        arrays = {}
+        for array_name in ARRAYS:
+            path = _array_path(self.folder, entry["name"], array_name)
+            try:
+                arrays[array_name] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise FeatureError(f"Shard file {path} is missing or damaged ({error}). "
+                                   "Delete the store folder and run `features` again.") from None
+            if len(arrays[array_name]) != entry["rows"]:
+                raise FeatureError(f"Shard file {path} has {len(arrays[array_name])} rows, the "
+                                   f"manifest says {entry['rows']}. Delete the store folder and "
+                                   "run `features` again.")
+        return arrays
+
+    def split_arrays(self, split: str, passes: bool = True) -> dict[str, np.ndarray]:
+        """All rows of ``split`` (every pass unless ``passes`` is False), concatenated.
+
+        Returns ``features`` (float32), ``labels``, ``sources`` and ``passes`` arrays.
+        """
+        entries = [e for e in self.manifest["shards"]
+                   if e["split"] == split and (passes or e["pass"] == 0)]
+        if not entries:
+            raise FeatureError(f"The store {self.folder} has no '{split}' rows.")
+        parts = [self.load_shard(entry) for entry in entries]
+        return {
+            "features": np.concatenate([p["features"] for p in parts]).astype(np.float32),
+            "labels": np.concatenate([p["labels"] for p in parts]).astype(np.int64),
+            "sources": np.concatenate([p["sources"] for p in parts]).astype(np.int64),
+            "passes": np.concatenate([np.full(e["rows"], e["pass"]) for e in entries]),
+        }

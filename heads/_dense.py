@@ -1,0 +1,115 @@
+"""A small Keras network trained on the cached features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from heads._base import Head, check_training_data
+
+MODEL_FILE = "model.keras"
+STATE_FILE = "head.json"
+
+
+class DenseHead(Head):
+    """Flatten, standardise, Dense + Dropout, softmax; Adam with early stopping.
+
+    Early stopping watches the loss on ``holdout`` of the training rows, held out
+    by group when ``groups`` is given (all augmented passes of one image together),
+    so the validation split is never used for fitting.
+
+    Parameters
+    ----------
+    units : int, width of the hidden layer.
+    dropout : float, dropout rate after it.
+    learning_rate : float, Adam's step size.
+    epochs : int, most epochs; early stopping usually ends sooner.
+    batch_size : int
+    patience : int, epochs without improvement before stopping.
+    holdout : float, fraction of training rows (or groups) used for early stopping.
+    seed : int, seeds weights, shuffling and the holdout.
+    """
+
+    name = "dense"
+
+    def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
+                 epochs: int = 100, batch_size: int = 64, patience: int = 5, holdout: float = 0.1,
+                 seed: int = 0):
+        self.units = units
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.holdout = holdout
+        self.seed = seed
+
+    def fit(self, X, y, groups=None) -> "DenseHead":
+        X, y = check_training_data(X, y)
+        keras.utils.set_random_seed(self.seed)
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        self.feature_shape_ = X.shape[1:]
+        fit_rows, stop_rows = self._holdout_split(len(X), groups)
+        self.model_ = self._build(X[fit_rows], len(self.classes_))
+        history = self.model_.fit(
+            X[fit_rows], y_index[fit_rows],
+            validation_data=(X[stop_rows], y_index[stop_rows]),
+            epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True)],
+        )
+        self.epochs_ = int(np.argmin(history.history["val_loss"])) + 1
+        return self
+
+    def _holdout_split(self, n_rows: int, groups) -> tuple[np.ndarray, np.ndarray]:
+        groups = np.arange(n_rows) if groups is None else np.asarray(groups)
+        unique = np.unique(groups)
+        rng = np.random.default_rng(self.seed)
+        n_stop = max(1, int(round(self.holdout * len(unique))))
+        stop_groups = rng.choice(unique, size=n_stop, replace=False)
+        stop = np.isin(groups, stop_groups)
+        return np.flatnonzero(~stop), np.flatnonzero(stop)
+
+    def _build(self, X_fit: np.ndarray, n_classes: int) -> keras.Model:
+        normalize = keras.layers.Normalization()
+        normalize.adapt(X_fit.reshape(len(X_fit), -1))
+        model = keras.Sequential([
+            keras.Input(shape=self.feature_shape_),
+            keras.layers.Flatten(),
+            normalize,
+            keras.layers.Dense(self.units, activation="relu"),
+            keras.layers.Dropout(self.dropout),
+            keras.layers.Dense(n_classes, activation="softmax"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss="sparse_categorical_crossentropy")
+        return model
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Shape (n_samples, n_classes), columns in ``classes_`` order."""
+        self._check_fitted()
+        X = self._check_features(X)
+        return np.asarray(self.model_.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
+
+    def save(self, folder: Path) -> None:
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save(folder / MODEL_FILE)
+        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
+                 "feature_shape": list(self.feature_shape_), "epochs": self.epochs_}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> "DenseHead":
+        folder = Path(folder)
+        state = json.loads((folder / STATE_FILE).read_text())
+        head = cls(**state["params"])
+        head.classes_ = np.asarray(state["classes"])
+        head.feature_shape_ = tuple(state["feature_shape"])
+        head.epochs_ = state["epochs"]
+        head.model_ = keras.saving.load_model(folder / MODEL_FILE)
+        return head

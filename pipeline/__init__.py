@@ -1,0 +1,5 @@
+"""The only package that knows both stages: CLI, configuration, cache keys, orchestration."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter quiet

@@ -1,0 +1,204 @@
+"""The typer app behind `python -m pipeline`: one short function per command."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline import config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Transfer learning with cached VGG16 bottleneck features and swappable heads.")
+
+CacheOption = Annotated[Path, typer.Option(help="Folder of feature stores.")]
+RunsOption = Annotated[Path, typer.Option(help="Folder of fitted heads, runs/<store key>/<head>/.")]
+StoreOption = Annotated[str, typer.Option(
+    help="Store to use: 'latest' (the last `features` run), a store key, or a store folder.")]
+
+
+class Pooling(str, Enum):
+    none = "none"
+    avg = "avg"
+    max = "max"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def user_errors(command):
+    """Report project errors as one line on stderr and exit 1, never a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from features import FeatureError
+        from heads import HeadError
+        try:
+            return command(*args, **kwargs)
+        except (FeatureError, HeadError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(code=1) from None
+    return wrapper
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+@user_errors
+def features(
+    data: Annotated[Optional[Path], typer.Option(
+        help="Photo folder, root/<class>/* or root/{train,validation[,test]}/<class>/*. "
+             f"Unset: the built-in digits demo, written to {config.DEMO_DIR}.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(
+        help=f"Square input size in pixels, 32 or more. Default {config.DEFAULT_IMAGE_SIZE} "
+             f"({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
+    pooling: Annotated[Pooling, typer.Option(
+        help="avg/max: 512 floats per image; none: the whole map (7x7x512 at 224).")] = Pooling.avg,
+    weights: Annotated[str, typer.Option(
+        help="auto ($VGG16_WEIGHTS, else imagenet, else random with a warning), imagenet, "
+             "none (random), or a weights file path.")] = config.DEFAULT_WEIGHTS,
+    passes: Annotated[int, typer.Option(min=0, help="Extra augmented passes over training images.")] = 0,
+    val_fraction: Annotated[float, typer.Option(
+        help="Validation share for a flat root/<class>/ folder (stable hash of each path).")] = 0.2,
+    shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = 1024,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
+    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
+    seed: Annotated[int, typer.Option(help="Seeds augmentation (and random weights).")] = 0,
+    max_bad: Annotated[float, typer.Option(
+        help="Fail when more than this share of files is unreadable.")] = 0.01,
+    cache: CacheOption = config.CACHE_DIR,
+):
+    """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
+    from features import ExtractConfig, scan_dataset
+    from pipeline.demo import write_digits
+    from pipeline.stores import build_store, describe_skipped, manifest_summary
+
+    if data is None:
+        say(f"No --data given: using the built-in digits demo in {config.DEMO_DIR}.")
+        data = write_digits(config.DEMO_DIR)
+        image_size = image_size or config.DEMO_IMAGE_SIZE
+    dataset = scan_dataset(data, val_fraction)
+    settings = ExtractConfig(
+        image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
+        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, seed=seed, max_bad=max_bad)
+    store, written = build_store(dataset, settings, weights, cache, log=say)
+    for line in describe_skipped(store.manifest["skipped"]):
+        say(line)
+    say(manifest_summary(store))
+
+
+@app.command()
+@user_errors
+def head(
+    head: Annotated[str, typer.Option(help="Head to fit: dense, logreg or svm.")] = "logreg",
+    param: Annotated[Optional[list[str]], typer.Option(
+        help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
+    store: StoreOption = "latest",
+    cache: CacheOption = config.CACHE_DIR,
+    runs: RunsOption = config.RUNS_DIR,
+):
+    """Stage two: fit one head on cached features and score it on the validation split."""
+    from heads import head_class, parse_params
+    from pipeline.runs import fit_run
+    from pipeline.stores import open_store
+
+    params = parse_params(head_class(head), param or [])
+    feature_store = open_store(cache, store)
+    run = fit_run(feature_store, head, params, runs)
+    m = run.metrics
+    say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
+        f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
+        f"-> {run.folder}")
+
+
+@app.command()
+@user_errors
+def compare(
+    heads: Annotated[str, typer.Option(help="Comma-separated heads to fit, or 'all'.")] = "all",
+    store: StoreOption = "latest",
+    cache: CacheOption = config.CACHE_DIR,
+    runs: RunsOption = config.RUNS_DIR,
+):
+    """Fit every head on the same store and print a leaderboard (also written as .md and .json)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from heads import HEADS, head_class
+    from pipeline.leaderboard import rank, table_cells, write_leaderboard
+    from pipeline.runs import fit_run
+    from pipeline.stores import open_store
+
+    names = list(HEADS) if heads == "all" else [name.strip() for name in heads.split(",") if name.strip()]
+    for name in names:
+        head_class(name)
+    feature_store = open_store(cache, store)
+    metrics = {}
+    for name in names:
+        say(f"fitting {name} ...")
+        metrics[name] = fit_run(feature_store, name, {}, runs).metrics
+    rows = rank(metrics)
+    n_validation = next(iter(metrics.values()))["n_samples"]
+    write_leaderboard(runs / feature_store.key, rows, feature_store.key, n_validation)
+
+    header, body = table_cells(rows)
+    table = Table(title=f"store {feature_store.key}: {n_validation} validation images")
+    for title in header:
+        table.add_column(title, justify="left" if title == "head" else "right")
+    for cells in body:
+        table.add_row(*cells)
+    Console().print(table)
+    say(f"Leaderboard written to {runs / feature_store.key / 'leaderboard.md'} and .json")
+
+
+@app.command()
+@user_errors
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg or svm.")] = "logreg",
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", help="text: path, class, probability per line; json: one JSON list.")] = OutputFormat.text,
+    weights: Annotated[Optional[str], typer.Option(
+        help="Weights file if the store's recorded one has moved (must be the same weights).")] = None,
+    store: StoreOption = "latest",
+    cache: CacheOption = config.CACHE_DIR,
+    runs: RunsOption = config.RUNS_DIR,
+):
+    """Classify images with the store's exact VGG16 settings and a fitted head."""
+    from dataclasses import asdict
+
+    from pipeline.predict import expand_image_paths, predict_paths, store_weights
+    from pipeline.runs import load_run
+    from pipeline.stores import open_store
+
+    feature_store = open_store(cache, store)
+    run = load_run(runs, feature_store, head)
+    paths = expand_image_paths(images)
+    predictions = predict_paths(feature_store, run, paths, store_weights(feature_store, weights))
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps([asdict(p) for p in predictions], indent=1))
+    else:
+        for p in predictions:
+            typer.echo(f"{p.path}\t{p.label}\t{p.probability:.4f}" if p.error is None
+                       else f"{p.path}\tERROR\t{p.error}")
+    failed = [p for p in predictions if p.error]
+    if failed:
+        say(f"{len(failed)} of {len(predictions)} image(s) could not be read.")
+    if len(failed) == len(predictions):
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,101 @@
+"""Stage-two orchestration: fit a head on a store, save it with its metrics, load it back.
+
+A run folder is ``runs/<store key>/<head>/`` holding ``model/`` (the head's files),
+``run.json`` (head, params, store key, fit seconds, sha256 of every model file) and
+``metrics.json`` (validation metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features import FeatureStore
+from features.backbone import file_sha256
+from heads import Head, HeadError, create_head, head_class
+from pipeline.metrics import classification_metrics, expand_proba
+from pipeline.stores import write_json
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class Run:
+    folder: Path
+    head: Head
+    info: dict
+    metrics: dict
+
+
+def run_folder(runs: Path, store: FeatureStore, head_name: str) -> Path:
+    return runs / store.key / head_name
+
+
+def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path) -> Run:
+    """Fit ``head_name`` on the store's training rows (every pass), score it on validation."""
+    head = create_head(head_name, **params)
+    train = store.split_arrays("train")
+    validation = store.split_arrays("validation", passes=False)
+
+    started = time.perf_counter()
+    head.fit(train["features"], train["labels"], groups=train["sources"])
+    fit_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    proba = head.predict_proba(validation["features"])
+    predict_ms = 1000 * (time.perf_counter() - started) / len(proba)
+
+    proba = expand_proba(proba, head.classes_, len(store.class_names))
+    metrics = classification_metrics(validation["labels"], proba, store.class_names)
+    metrics.update(fit_seconds=fit_seconds, predict_ms_per_image=predict_ms)
+
+    folder = run_folder(runs, store, head_name)
+    head.save(folder / MODEL_DIR)
+    info = {
+        "head": head_name, "params": head.get_params(), "store_key": store.key,
+        "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
+        "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
+        "details": {k: getattr(head, k) for k in ("solver_", "epochs_") if hasattr(head, k)},
+        "model_sha256": _hash_folder(folder / MODEL_DIR),
+    }
+    write_json(folder / RUN_FILE, info)
+    write_json(folder / METRICS_FILE, metrics)
+    return Run(folder, head, info, metrics)
+
+
+def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
+    """The head saved for this store, after its files' sha256 and store key are checked."""
+    head_class(head_name)
+    folder = run_folder(runs, store, head_name)
+    if not (folder / RUN_FILE).is_file():
+        raise HeadError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
+                        f"Run `python -m pipeline head --head {head_name}` first.")
+    info = json.loads((folder / RUN_FILE).read_text())
+    if info["store_key"] != store.key:
+        raise HeadError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
+                        f"not on {store.key}. Fit it again on this store with `head`.")
+    actual = _hash_folder(folder / MODEL_DIR)
+    if actual != info["model_sha256"]:
+        changed = sorted(set(actual.items()) ^ set(info["model_sha256"].items()))
+        raise HeadError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
+                        f"{RUN_FILE} ({changed[0][0]} differs); it was modified or damaged. "
+                        "Fit it again with `head`.")
+    head = head_class(head_name).load(folder / MODEL_DIR)
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    return Run(folder, head, info, metrics)
+
+
+def _hash_folder(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def predict_store_rows(run: Run, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities over all classes for feature rows, from a loaded run."""
+    return expand_proba(run.head.predict_proba(features), run.head.classes_, n_classes)
