@@ -36,7 +36,7 @@ class DenseHead(Head):
     name = "dense"
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
-                 epochs: int = 100, batch_size: int = 64, patience: int = 5, holdout: float = 0.1,
+                 epochs: int = 100, batch_size: int = 64, patience: int = 10, holdout: float = 0.2,
                  seed: int = 0):
         self.units = units
         self.dropout = dropout

@@ -1,0 +1,87 @@
+"""Shared fixtures: small real image folders written to disk, and the CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_WEIGHTS = SHARED / "weights" / "vgg16_notop.weights.h5"
+CATS_AND_DOGS = SHARED / "data" / "cats_and_dogs_filtered"
+
+if REAL_WEIGHTS.is_file():
+    os.environ.setdefault("VGG16_WEIGHTS", str(REAL_WEIGHTS))
+
+
+def pattern_image(label: int, number: int, size: int = 40) -> Image.Image:
+    """A noisy picture whose stripe direction depends on the class, so heads can learn it."""
+    rng = np.random.default_rng(1000 * label + number)
+    grid = np.arange(size)
+    period = 4 + label
+    stripes = ((grid // period) % 2).astype(float)
+    base = stripes[None, :] if label % 2 else stripes[:, None]
+    picture = np.broadcast_to(base, (size, size)) * 180 + rng.uniform(0, 75, (size, size))
+    rgb = np.stack([picture, np.roll(picture, label, axis=0), picture[::-1]], axis=-1)
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def write_images(root: Path, classes: dict[str, int], start: int = 0, label_offset: int = 0) -> list[Path]:
+    """Write ``count`` images per class under ``root/<class>/``, alternating PNG and JPEG."""
+    written = []
+    for label, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(start, start + count):
+            suffix = ".png" if number % 2 else ".JPG"
+            path = folder / f"img_{number:03d}{suffix}"
+            pattern_image(label + label_offset, number).save(path)
+            written.append(path)
+    return written
+
+
+@pytest.fixture
+def flat_folder(tmp_path: Path) -> Path:
+    """root/<class>/*: three classes, 12 images each."""
+    root = tmp_path / "photos"
+    write_images(root, {"alpha": 12, "beta": 12, "gamma": 12})
+    return root
+
+
+@pytest.fixture
+def split_folder(tmp_path: Path) -> Path:
+    """root/{train,validation}/<class>/*: two classes."""
+    root = tmp_path / "split"
+    write_images(root / "train", {"cats": 10, "dogs": 10})
+    write_images(root / "validation", {"cats": 4, "dogs": 4}, start=100)
+    return root
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner, tmp_path):
+    """Invoke `python -m pipeline` in-process with the cache and runs under tmp_path."""
+    from pipeline.cli import app
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    invoke.cache = tmp_path / "cache"
+    invoke.runs = tmp_path / "runs"
+    return invoke
+
+
+def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:
+    """`features` arguments for a fast test extraction: random weights, 32 px."""
+    return ["features", "--data", str(data), "--cache", str(cache), "--weights", "none",
+            "--image-size", "32", *extra]

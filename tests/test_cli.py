@@ -1,0 +1,158 @@
+"""The command line as a user drives it: help, the whole flow, and one line per bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import extract_args, write_images
+
+COMMANDS = ("features", "head", "compare", "predict")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output and "--cache" in result.output
+
+
+def test_module_entry_point_runs_in_a_real_process():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], timeout=120)
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in COMMANDS)
+
+
+def fitted(cli, data, *heads):
+    assert cli(*extract_args(data, cli.cache)).exit_code == 0
+    for name in heads:
+        result = cli("head", "--head", name, "--cache", cli.cache, "--runs", cli.runs)
+        assert result.exit_code == 0, result.output
+
+
+def test_head_writes_model_run_and_metrics(cli, flat_folder):
+    fitted(cli, flat_folder)
+    result = cli("head", "--head", "logreg", "--param", "C=0.1", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    (run,) = list(cli.runs.glob("*/logreg"))
+    info = json.loads((run / "run.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert info["params"]["C"] == 0.1 and info["store_key"] == run.parent.name
+    assert set(info["model_sha256"]) == {"model.joblib"}
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "fit_seconds",
+                "predict_ms_per_image", "confusion_matrix", "per_class"):
+        assert key in metrics
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_samples"]
+    assert set(metrics["per_class"]) == {"alpha", "beta", "gamma"}
+
+
+def test_compare_ranks_all_three_heads(cli, flat_folder):
+    assert cli(*extract_args(flat_folder, cli.cache)).exit_code == 0
+    result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    (board,) = list(cli.runs.glob("*/leaderboard.json"))
+    rows = json.loads(board.read_text())["rows"]
+    assert sorted(row["head"] for row in rows) == ["dense", "logreg", "svm"]
+    assert [row["rank"] for row in rows] == [1, 2, 3]
+    accuracies = [row["accuracy"] for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    markdown = (board.parent / "leaderboard.md").read_text()
+    assert all(row["head"] in markdown for row in rows) and "| rank | head |" in markdown
+    for row in rows:
+        assert row["head"] in result.output
+
+
+def test_predict_text_and_json(cli, flat_folder, tmp_path):
+    fitted(cli, flat_folder, "svm")
+    new = tmp_path / "new"
+    write_images(new, {"x": 2}, start=700)
+    (new / "x" / "bad.png").write_bytes(b"nope")
+    args = ("predict", new, "--head", "svm", "--cache", cli.cache, "--runs", cli.runs)
+    text = cli(*args)
+    assert text.exit_code == 0, text.output
+    lines = [line.split("\t") for line in text.stdout.strip().splitlines()]
+    assert len(lines) == 3 and lines[0][1] == "ERROR" and "bad.png" in lines[0][0]
+    assert all(line[1] in ("alpha", "beta", "gamma") and 0 < float(line[2]) <= 1 for line in lines[1:])
+    as_json = json.loads(cli(*args, "--format", "json").stdout)
+    assert [p["label"] for p in as_json] == [line[1] if line[1] != "ERROR" else None for line in lines]
+
+
+def test_demo_dataset_is_the_default(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("features", "--weights", "none", "--cache", cli.cache)
+    assert result.exit_code == 0, result.output
+    assert "built-in digits demo" in result.output
+    assert sorted(p.name for p in (tmp_path / "data" / "digits").iterdir() if p.is_dir()) == list("0123456789")
+    assert "train" in result.output and "10 classes" in result.output
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_bad_data_folders(cli, tmp_path):
+    one_line_error(cli(*extract_args(tmp_path / "missing", cli.cache)), "Data folder not found", "--data")
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli(*extract_args(tmp_path / "empty", cli.cache)), "No class folders")
+    write_images(tmp_path / "one", {"solo": 4})
+    one_line_error(cli(*extract_args(tmp_path / "one", cli.cache)), "Only one class folder")
+    write_images(tmp_path / "hollow", {"a": 4, "b": 4})
+    (tmp_path / "hollow" / "c").mkdir()
+    one_line_error(cli(*extract_args(tmp_path / "hollow", cli.cache)), "no training images", ": c")
+
+
+def test_unreadable_files_beyond_the_limit_fail(cli, tmp_path):
+    write_images(tmp_path / "d", {"a": 12, "b": 12})
+    (tmp_path / "d" / "a" / "text.jpg").write_text("just text")
+    good = (tmp_path / "d" / "b" / "img_000.JPG").read_bytes()
+    (tmp_path / "d" / "b" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    one_line_error(cli(*extract_args(tmp_path / "d", cli.cache)), "2 of 26 images could not be read",
+                   "--max-bad")
+
+
+def test_bad_weights_path(cli, flat_folder, tmp_path):
+    args = extract_args(flat_folder, cli.cache)
+    args[args.index("none")] = str(tmp_path / "nowhere.h5")
+    one_line_error(cli(*args), "Weights file not found", "--weights")
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not hdf5")
+    args[args.index(str(tmp_path / "nowhere.h5"))] = str(junk)
+    one_line_error(cli(*args), "Could not load VGG16 weights", "--weights")
+
+
+def test_bad_head_requests(cli, flat_folder):
+    common = ("--cache", cli.cache, "--runs", cli.runs)
+    one_line_error(cli("head", "--head", "logreg", *common), "No feature store", "features")
+    fitted(cli, flat_folder)
+    one_line_error(cli("head", "--head", "forest", *common), "Unknown head 'forest'", "dense, logreg, svm")
+    one_line_error(cli("head", "--head", "svm", "--param", "depth=3", *common), "Unknown parameter 'depth'")
+    one_line_error(cli("compare", "--heads", "svm,nope", *common), "Unknown head 'nope'")
+    one_line_error(cli("predict", flat_folder, "--head", "dense", *common), "No fitted 'dense' head")
+
+
+def test_head_from_another_store_is_refused(cli, flat_folder):
+    fitted(cli, flat_folder, "logreg")
+    (old_run,) = list(cli.runs.glob("*/logreg"))
+    assert cli(*extract_args(flat_folder, cli.cache, "--image-size", "40")).exit_code == 0
+    new_key = (cli.cache / "LATEST").read_text().strip()
+    assert new_key != old_run.parent.name
+    shutil.copytree(old_run, cli.runs / new_key / "logreg")
+    one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
+                   old_run.parent.name, new_key)
+
+
+def test_tampered_head_is_refused(cli, flat_folder):
+    fitted(cli, flat_folder, "logreg")
+    (model,) = list(cli.runs.glob("*/logreg/model/model.joblib"))
+    model.write_bytes(model.read_bytes() + b"\0")
+    one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
+                   "does not match the sha256")
