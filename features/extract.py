@@ -122,9 +122,10 @@ def _extract_shard(dataset, shard, decoded, extractor, augmenter, config, writer
 def _check_usable(dataset: Dataset, manifest: dict, max_bad: float) -> None:
     """Fail when too many files were unreadable or a split or class was left empty."""
     skipped = manifest["skipped"]
-    if skipped and len(skipped) > max_bad * len(dataset.sources):
+    n_files = len(dataset.sources) + len(dataset.unreadable)
+    if skipped and len(skipped) > max_bad * n_files:
         raise FeatureError(
-            f"{len(skipped)} of {len(dataset.sources)} images could not be read (more than "
+            f"{len(skipped)} of {n_files} images could not be read (more than "
             f"--max-bad {max_bad:.0%}); first: {skipped[0]['path']} ({skipped[0]['reason']}). "
             "Fix or remove them, or raise --max-bad."
         )

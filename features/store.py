@@ -29,20 +29,34 @@ MANIFEST = "manifest.json"
 ARRAYS = ("features", "labels", "sources")
 
 
-def _array_path(store: Path, name: str, array: str) -> Path:
+def array_path(store: Path, name: str, array: str) -> Path:
     suffix = ".npy" if array == "features" else f".{array}.npy"
     return store / f"{name}{suffix}"
 
 
+TEMPORARY_MARK = ".tmp-"
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
+
+    On failure (disk full, no permission) the temporary file is removed and a
+    ``FeatureError`` names the cause; ``path`` is left as it was.
+    """
+    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise FeatureError(
+            f"Could not write {path}: {error.strerror or error}. Free disk space or pass --cache "
+            "with a writable folder, then rerun the same command to resume."
+        ) from None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -81,12 +95,14 @@ class StoreWriter:
         except OSError as error:
             raise FeatureError(f"Cannot create the store folder {folder}: {error.strerror}. "
                                "Pass --cache with a writable folder.") from None
+        for leftover in folder.rglob(f".*{TEMPORARY_MARK}*"):  # from a killed writer
+            leftover.unlink()
         existing = folder / MANIFEST
         if existing.exists():
             manifest = json.loads(existing.read_text())
             if manifest.get("key") == header["key"]:
                 return cls(folder, manifest)
-        writer = cls(folder, {**header, "shards": [], "skipped": [], "complete": False})
+        writer = cls(folder, {"skipped": [], **header, "shards": [], "complete": False})
         writer.save_manifest()
         return writer
 
@@ -95,12 +111,18 @@ class StoreWriter:
 
     def write_shard(self, shard: Shard, features: np.ndarray, labels: np.ndarray,
                     sources: np.ndarray, skipped: dict[str, str]) -> None:
-        """Write the shard's three arrays, then record them (and new skips) in the manifest."""
+        """Write the shard's three arrays, then record them (and new skips) in the manifest.
+
+        Refuses rows that do not line up with the manifest's sources (see ``shard_problems``).
+        """
+        problems = shard_problems(self.manifest, shard.split, features, labels, sources)
+        if problems:
+            raise FeatureError(f"Refusing to write misaligned shard {shard.name}: {problems[0]}")
         hashes = {}
         for array_name, array in zip(ARRAYS, (features, labels, sources)):
             payload = _npy_bytes(array)
             hashes[array_name] = hashlib.sha256(payload).hexdigest()
-            atomic_write_bytes(_array_path(self.folder, shard.name, array_name), payload)
+            atomic_write_bytes(array_path(self.folder, shard.name, array_name), payload)
         self.manifest["shards"].append({
             "name": shard.name, "split": shard.split, "pass": shard.pass_index,
             "rows": int(len(labels)), "sha256": hashes,
@@ -121,17 +143,42 @@ class StoreWriter:
         atomic_write_bytes(self.folder / MANIFEST, payload)
 
 
-class FeatureStore:
-    """Reads a finished store; arrays are memory-mapped shard by shard."""
+def shard_problems(manifest: dict, split: str, features, labels, sources) -> list[str]:
+    """What is wrong with one shard's rows: counts, shapes, labels, splits, duplicates."""
+    table = manifest["sources"]
+    problems = []
+    if not len(features) == len(labels) == len(sources):
+        problems.append(f"{len(features)} feature rows, {len(labels)} labels, {len(sources)} sources")
+    elif tuple(features.shape[1:]) != tuple(manifest["feature_shape"]):
+        problems.append(f"features of shape {features.shape[1:]}, expected {manifest['feature_shape']}")
+    elif len(sources) and (sources.min() < 0 or sources.max() >= len(table)):
+        problems.append("source index out of range")
+    elif len(set(sources.tolist())) != len(sources):
+        problems.append("a source appears twice")
+    else:
+        expected = np.asarray([table[i]["label"] for i in sources], dtype=np.int64)
+        if not np.array_equal(expected, np.asarray(labels, dtype=np.int64)):
+            problems.append("a label differs from its source file's class")
+        if any(table[i]["split"] != split for i in sources):
+            problems.append(f"a source from another split is in '{split}'")
+    return problems
 
-    def __init__(self, folder: Path | str):
+
+class FeatureStore:
+    """Reads a finished store; arrays are memory-mapped shard by shard.
+
+    Every shard load checks its row counts against the manifest (cheap); `verify`
+    checks hashes and alignment in full.
+    """
+
+    def __init__(self, folder: Path | str, require_complete: bool = True):
         self.folder = Path(folder)
         path = self.folder / MANIFEST
         if not path.is_file():
             raise FeatureError(f"No feature store at {self.folder} (no {MANIFEST}). "
                                "Run `python -m pipeline features` first.")
         self.manifest = json.loads(path.read_text())
-        if not self.manifest.get("complete"):
+        if require_complete and not self.manifest.get("complete"):
             raise FeatureError(f"The store {self.folder} is incomplete: its extraction did not "
                                "finish. Rerun the same `features` command to resume it.")
 
@@ -156,7 +203,7 @@ class FeatureStore:
         """One shard's arrays, memory-mapped, after a cheap row-count check."""
         arrays = {}
         for array_name in ARRAYS:
-            path = _array_path(self.folder, entry["name"], array_name)
+            path = array_path(self.folder, entry["name"], array_name)
             try:
                 arrays[array_name] = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as error:

@@ -56,6 +56,13 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def warn_if_stale(feature_store) -> None:
+    from pipeline.stores import stale_warning
+    warning = stale_warning(feature_store)
+    if warning:
+        say(f"warning: {warning}")
+
+
 @app.command()
 @user_errors
 def features(
@@ -91,10 +98,16 @@ def features(
         data = write_digits(config.DEMO_DIR)
         image_size = image_size or config.DEMO_IMAGE_SIZE
     dataset = scan_dataset(data, val_fraction)
+    for warning in dataset.warnings:
+        say(f"warning: {warning}")
     settings = ExtractConfig(
         image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
         shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, seed=seed, max_bad=max_bad)
-    store, written = build_store(dataset, settings, weights, cache, log=say)
+    try:
+        store, written = build_store(dataset, settings, weights, cache, log=say)
+    except KeyboardInterrupt:
+        say("Interrupted: every finished shard is saved. Run the same command again to resume.")
+        raise typer.Exit(code=130) from None
     for line in describe_skipped(store.manifest["skipped"]):
         say(line)
     say(manifest_summary(store))
@@ -117,6 +130,7 @@ def head(
 
     params = parse_params(head_class(head), param or [])
     feature_store = open_store(cache, store)
+    warn_if_stale(feature_store)
     run = fit_run(feature_store, head, params, runs)
     m = run.metrics
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
@@ -145,6 +159,7 @@ def compare(
     for name in names:
         head_class(name)
     feature_store = open_store(cache, store)
+    warn_if_stale(feature_store)
     metrics = {}
     for name in names:
         say(f"fitting {name} ...")
@@ -198,6 +213,30 @@ def predict(
         say(f"{len(failed)} of {len(predictions)} image(s) could not be read.")
     if len(failed) == len(predictions):
         raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def verify(
+    store: StoreOption = "latest",
+    cache: CacheOption = config.CACHE_DIR,
+):
+    """Re-check a store: every shard's sha256, row counts, labels, splits and the file list."""
+    from features.verify import verify_store
+    from pipeline.stores import open_store, store_folder
+
+    folder = store_folder(cache, store)
+    manifest = open_store(cache, store, require_complete=False).manifest
+    if not manifest.get("complete"):
+        say(f"note: store {manifest['key']} is incomplete; rerun its `features` command to finish it.")
+    problems = verify_store(folder, manifest)
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    if problems:
+        say(f"error: store {manifest['key']} failed verification with {len(problems)} problem(s).")
+        raise typer.Exit(code=1)
+    rows = sum(entry["rows"] for entry in manifest["shards"])
+    typer.echo(f"OK: store {manifest['key']}, {len(manifest['shards'])} shards, {rows} rows verified.")
 
 
 if __name__ == "__main__":  # pragma: no cover

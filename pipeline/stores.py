@@ -10,8 +10,10 @@ from pathlib import Path
 import keras
 
 from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
-                      extract, plan_shards, resolve_weights)
+                      extract, plan_shards, resolve_weights, scan_dataset)
 from features.backbone import feature_shape
+from features.lock import StoreLock
+from features.verify import verify_store
 from pipeline.config import LATEST_FILE
 from pipeline.keys import store_key
 from pipeline.progress import progress
@@ -29,47 +31,114 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
         "feature_shape": list(feature_shape(config.image_size, config.pooling)),
         "dtype": config.dtype,
         "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},
+        "skipped": [{"path": path, "reason": reason} for path, reason in dataset.unreadable],
         "software": {"python": platform.python_version(), "keras": keras.__version__},
     }
 
 
 def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cache: Path,
                 log=print) -> tuple[FeatureStore, int]:
-    """Extract what the store for these inputs lacks; return it and the shards computed."""
+    """Extract what the store for these inputs lacks; return it and the shards computed.
+
+    The store folder is locked while it is written. A resumed store is fully verified.
+    """
     weights = resolve_weights(weights_spec)
     if weights.warning:
         log(f"warning: {weights.warning}")
     key = store_key(dataset, config, weights)
-    writer = StoreWriter.open(cache / key, store_header(dataset, config, weights, key))
-    if writer.manifest["complete"]:
-        log(f"Store {key} is up to date: nothing to recompute ({cache / key}).")
-        _mark_latest(cache, key)
-        return FeatureStore(cache / key), 0
-    plan = plan_shards(dataset, config.passes, config.shard_size)
-    done = writer.done()
-    todo_images = sum(len(s.sources) for s in plan if s.name not in done)
-    if done:
-        log(f"Resuming store {key}: {len(done)} of {len(plan)} shards already written.")
-    with progress(todo_images, "features") as advance:
-        result = extract(dataset, config, weights, writer, on_images=advance)
+    folder = cache / key
+    with StoreLock(folder):
+        writer = StoreWriter.open(folder, store_header(dataset, config, weights, key))
+        if writer.manifest["complete"]:
+            log(f"Store {key} is up to date: nothing to recompute ({folder}).")
+            _mark_latest(cache, key)
+            return FeatureStore(folder), 0
+        _report_data_changes(cache, dataset, key, log)
+        plan = plan_shards(dataset, config.passes, config.shard_size)
+        done = writer.done()
+        todo_images = sum(len(s.sources) for s in plan if s.name not in done)
+        if done:
+            log(f"Resuming store {key}: {len(done)} of {len(plan)} shards already written.")
+        with progress(todo_images, "features") as advance:
+            result = extract(dataset, config, weights, writer, on_images=advance)
+        if done:
+            _verify_or_fail(folder, writer.manifest)
+            log("Verified the resumed store: every shard's sha256, rows and labels check out.")
     _mark_latest(cache, key)
-    return FeatureStore(cache / key), result.shards_written
+    return FeatureStore(folder), result.shards_written
+
+
+def _verify_or_fail(folder: Path, manifest: dict) -> None:
+    problems = verify_store(folder, manifest)
+    if problems:
+        raise FeatureError(f"The store {folder} failed verification ({len(problems)} problem(s); "
+                           f"first: {problems[0]}). Delete it and run `features` again.")
+
+
+def _report_data_changes(cache: Path, dataset: Dataset, key: str, log) -> None:
+    """Say how the data changed since the newest other store of the same folder."""
+    root = str(dataset.root.resolve())
+    previous = sorted((p for p in cache.glob("*/manifest.json") if p.parent.name != key),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in previous:
+        manifest = json.loads(path.read_text())
+        if manifest.get("data_root") == root:
+            changes = source_changes(manifest["sources"], [asdict(s) for s in dataset.sources])
+            if any(changes.values()):
+                log(f"The data in {root} changed since store {manifest['key']} "
+                    f"({describe_changes(changes)}): building a new store {key}.")
+            return
+
+
+def source_changes(before: list[dict], after: list[dict]) -> dict[str, list[str]]:
+    """Paths added, removed and modified (size or mtime) between two source lists."""
+    old = {s["path"]: (s["size"], s["mtime_ns"]) for s in before}
+    new = {s["path"]: (s["size"], s["mtime_ns"]) for s in after}
+    return {
+        "added": sorted(new.keys() - old.keys()),
+        "removed": sorted(old.keys() - new.keys()),
+        "modified": sorted(p for p in old.keys() & new.keys() if old[p] != new[p]),
+    }
+
+
+def describe_changes(changes: dict[str, list[str]]) -> str:
+    return ", ".join(f"{len(paths)} {kind}" for kind, paths in changes.items() if paths)
+
+
+def stale_warning(store: FeatureStore) -> str | None:
+    """A warning when the store's data folder no longer matches its manifest."""
+    manifest = store.manifest
+    root = Path(manifest["data_root"])
+    if not root.is_dir():
+        return f"the data folder {root} of store {store.key} is gone; its features still load."
+    try:
+        current = scan_dataset(root, val_fraction=0.5)  # splits do not matter here
+    except FeatureError as error:
+        return f"store {store.key} is stale: {root} no longer reads as a dataset ({error})."
+    changes = source_changes(manifest["sources"], [asdict(s) for s in current.sources])
+    if any(changes.values()):
+        return (f"store {store.key} is stale: {root} changed since extraction "
+                f"({describe_changes(changes)}). Run `features` again to refresh it.")
+    return None
 
 
 def _mark_latest(cache: Path, key: str) -> None:
     (cache / LATEST_FILE).write_text(key + "\n")
 
 
-def open_store(cache: Path, store: str) -> FeatureStore:
-    """A store named by key, by folder path, or ``latest`` (the last `features` run)."""
+def store_folder(cache: Path, store: str) -> Path:
+    """The folder of a store named by key, by folder path, or ``latest`` (the last `features` run)."""
     if store == "latest":
         latest = cache / LATEST_FILE
         if not latest.is_file():
             raise FeatureError(f"No feature store in {cache} yet. Run `python -m pipeline features` "
                                "(or `make features`) first.")
         store = latest.read_text().strip()
-    folder = Path(store) if Path(store).is_dir() else cache / store
-    return FeatureStore(folder)
+    return Path(store) if Path(store).is_dir() else cache / store
+
+
+def open_store(cache: Path, store: str, require_complete: bool = True) -> FeatureStore:
+    return FeatureStore(store_folder(cache, store), require_complete)
 
 
 def describe_skipped(skipped: list[dict], limit: int = 10) -> list[str]:

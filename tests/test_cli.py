@@ -102,12 +102,13 @@ def one_line_error(result, *fragments):
 def test_bad_data_folders(cli, tmp_path):
     one_line_error(cli(*extract_args(tmp_path / "missing", cli.cache)), "Data folder not found", "--data")
     (tmp_path / "empty").mkdir()
-    one_line_error(cli(*extract_args(tmp_path / "empty", cli.cache)), "No class folders")
+    one_line_error(cli(*extract_args(tmp_path / "empty", cli.cache)), "No images in")
     write_images(tmp_path / "one", {"solo": 4})
-    one_line_error(cli(*extract_args(tmp_path / "one", cli.cache)), "Only one class folder")
-    write_images(tmp_path / "hollow", {"a": 4, "b": 4})
-    (tmp_path / "hollow" / "c").mkdir()
-    one_line_error(cli(*extract_args(tmp_path / "hollow", cli.cache)), "no training images", ": c")
+    (tmp_path / "one" / "hollow").mkdir()
+    one_line_error(cli(*extract_args(tmp_path / "one", cli.cache)), "Only one class with images")
+    write_images(tmp_path / "split" / "train", {"a": 4})
+    write_images(tmp_path / "split" / "validation", {"a": 2, "b": 2})
+    one_line_error(cli(*extract_args(tmp_path / "split", cli.cache)), "train/ lacks: b")
 
 
 def test_unreadable_files_beyond_the_limit_fail(cli, tmp_path):

@@ -51,12 +51,39 @@ def test_only_image_files_are_listed_any_case(tmp_path):
 
 @pytest.mark.parametrize("make_folder, message", [
     (lambda root: None, "Data folder not found"),
-    (lambda root: root.mkdir(), "No class folders"),
-    (lambda root: write_images(root, {"only": 5}), "Only one class folder"),
-    (lambda root: (write_images(root, {"a": 5, "b": 5}), (root / "c").mkdir()), "no training images"),
+    (lambda root: root.mkdir(), "No images in"),
+    (lambda root: (write_images(root, {"only": 5}), (root / "empty").mkdir()), "Only one class with images"),
+    (lambda root: (write_images(root / "train", {"a": 5}), write_images(root / "validation", {"a": 2, "b": 2})),
+     "class folders that train/ lacks: b"),
 ])
 def test_bad_folders_name_the_problem(tmp_path, make_folder, message):
     root = tmp_path / "data"
     make_folder(root)
     with pytest.raises(FeatureError, match=message):
         scan_dataset(root, val_fraction=0.5)
+
+
+def test_empty_class_folder_is_warned_about_and_not_counted(tmp_path):
+    write_images(tmp_path, {"a": 5, "c": 5})
+    (tmp_path / "b").mkdir()
+    dataset = scan_dataset(tmp_path, 0.5)
+    assert dataset.class_names == ("a", "c")
+    assert any("no images, not counted as classes: b" in w for w in dataset.warnings)
+
+
+def test_class_named_train_in_a_flat_folder_is_a_class(tmp_path):
+    write_images(tmp_path, {"train": 5, "validation": 5, "zebra": 5})
+    dataset = scan_dataset(tmp_path, 0.5)
+    assert dataset.layout == "hashed"
+    assert dataset.class_names == ("train", "validation", "zebra")
+    assert any("'train'" in w for w in dataset.warnings)
+
+
+def test_broken_links_are_listed_as_unreadable(tmp_path):
+    write_images(tmp_path, {"a": 5, "b": 5})
+    (tmp_path / "a" / "loop.jpg").symlink_to(tmp_path / "a" / "loop.jpg")
+    (tmp_path / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "b" / "linked.png").symlink_to(tmp_path / "a" / "img_001.png")
+    dataset = scan_dataset(tmp_path, 0.5)
+    assert [path for path, _ in dataset.unreadable] == ["a/loop.jpg", "b/gone.png"]
+    assert "b/linked.png" in {s.path for s in dataset.sources}
