@@ -51,6 +51,11 @@ predict: $(INSTALLED)
 	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
 	$(CLI) predict $(IMAGES) --head $(HEAD) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
+## Re-check a store in full (hashes, rows, labels, splits)
+.PHONY: verify
+verify: $(INSTALLED)
+	$(CLI) verify --store $(STORE) --cache "$(CACHE)"
+
 ## Run the test suite
 .PHONY: test
 test: $(INSTALLED)

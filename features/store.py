@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def array_path(store: Path, name: str, array: str) -> Path:
 
 
 TEMPORARY_MARK = ".tmp-"
+# Fault injection for the crash tests: seconds to pause halfway through writing each
+# temporary file, so a test can SIGKILL the process while a truncated file exists.
+WRITE_PAUSE_ENV = "BOTTLENECK_TEST_WRITE_PAUSE"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -47,7 +51,12 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            handle.write(payload)
+            half = len(payload) // 2
+            handle.write(payload[:half])
+            if os.environ.get(WRITE_PAUSE_ENV):
+                handle.flush()
+                time.sleep(float(os.environ[WRITE_PAUSE_ENV]))
+            handle.write(payload[half:])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
