@@ -73,6 +73,9 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
 
 
 def _convert(name: str, text: str, default):
+    if not isinstance(default, (bool, int, float, str)):
+        raise HeadError(f"Parameter {name!r} cannot be set with --param; it comes from the config "
+                        "(pipeline/config.py).")
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0"):

@@ -12,15 +12,27 @@ class LogRegHead(SklearnHead):
 
     Parameters
     ----------
-    C : float, inverse regularisation strength.
+    C : float, inverse regularisation strength (the searched values replace it).
     max_iter : int, lbfgs iterations at most.
+    search_space : dict or None, e.g. ``{"C": [0.01, 0.1, 1.0]}``; None fits ``C`` as given.
+    cv_folds : int, folds of the search.
+    n_jobs : int, joblib workers for the search (-1: all cores).
     """
 
     name = "logreg"
 
-    def __init__(self, *, C: float = 1.0, max_iter: int = 2000):
+    def __init__(self, *, C: float = 1.0, max_iter: int = 2000, search_space: dict | None = None,
+                 cv_folds: int = 3, n_jobs: int = -1):
         self.C = C
         self.max_iter = max_iter
+        self.search_space = search_space
+        self.cv_folds = cv_folds
+        self.n_jobs = n_jobs
 
-    def _make_estimator(self, n_samples: int):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+    def _make_estimator(self, n_samples: int, C: float | None = None):
+        return make_pipeline(StandardScaler(),
+                             LogisticRegression(C=self.C if C is None else C, max_iter=self.max_iter))
+
+    def _search_grid(self, n_samples: int):
+        grid = {"logisticregression__C": list(self.search_space["C"])}
+        return self._make_estimator(n_samples), [grid], {"logisticregression__C": "C"}

@@ -14,30 +14,52 @@ SOLVERS = ("auto", "rbf", "linear")
 class SVMHead(SklearnHead):
     """``StandardScaler`` then an SVM with class probabilities.
 
-    ``solver="auto"`` picks an RBF ``SVC`` up to ``rbf_max_samples`` training rows
-    (its cost grows about quadratically in rows) and a ``LinearSVC`` beyond (linear
-    in rows). Either is given probabilities by Platt scaling fitted with 3-fold
-    ``CalibratedClassifierCV``. The choice made is kept as ``solver_``.
+    ``solver="auto"`` picks a kernel ``SVC`` (RBF unless a search chooses linear) up to
+    ``rbf_max_samples`` training rows (its cost grows about quadratically in rows) and
+    a ``LinearSVC`` beyond (linear in rows). Either is given probabilities by Platt
+    scaling fitted with 3-fold ``CalibratedClassifierCV``. The choice made is kept as
+    ``solver_``. A search space may hold ``C`` and, for the kernel SVC, ``kernel``
+    (``rbf``, ``linear``).
     """
 
     name = "svm"
 
     def __init__(self, *, C: float = 1.0, solver: str = "auto", rbf_max_samples: int = 10000,
-                 seed: int = 0):
+                 search_space: dict | None = None, cv_folds: int = 3, n_jobs: int = -1, seed: int = 0):
         self.C = C
         self.solver = solver
         self.rbf_max_samples = rbf_max_samples
+        self.search_space = search_space
+        self.cv_folds = cv_folds
+        self.n_jobs = n_jobs
         self.seed = seed
 
-    def _make_estimator(self, n_samples: int):
+    def _choose_solver(self, n_samples: int) -> str:
         if self.solver not in SOLVERS:
             raise HeadError(f"svm solver must be one of {', '.join(SOLVERS)}. Received: {self.solver!r}")
-        self.solver_ = self.solver
         if self.solver == "auto":
-            self.solver_ = "rbf" if n_samples <= self.rbf_max_samples else "linear"
+            return "rbf" if n_samples <= self.rbf_max_samples else "linear"
+        return self.solver
+
+    def _svm(self, n_samples: int, C: float | None = None, kernel: str = "rbf"):
+        self.solver_ = self._choose_solver(n_samples)
         if self.solver_ == "rbf":
-            svm = SVC(C=self.C, kernel="rbf", random_state=self.seed)
-        else:
-            svm = LinearSVC(C=self.C, random_state=self.seed)
-        calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=3, ensemble=False)
+            self.solver_ = f"SVC(kernel={kernel!r})"
+            return SVC(C=self.C if C is None else C, kernel=kernel, random_state=self.seed)
+        self.solver_ = "LinearSVC"
+        return LinearSVC(C=self.C if C is None else C, random_state=self.seed)
+
+    def _make_estimator(self, n_samples: int, C: float | None = None, kernel: str = "rbf"):
+        calibrated = CalibratedClassifierCV(self._svm(n_samples, C, kernel), method="sigmoid", cv=3,
+                                            ensemble=False)
         return make_pipeline(StandardScaler(), calibrated)
+
+    def _search_grid(self, n_samples: int):
+        svm = self._svm(n_samples)
+        step = type(svm).__name__.lower()
+        grid = {f"{step}__C": list(self.search_space.get("C", [self.C]))}
+        names = {f"{step}__C": "C"}
+        if step == "svc" and "kernel" in self.search_space:
+            grid[f"{step}__kernel"] = list(self.search_space["kernel"])
+            names[f"{step}__kernel"] = "kernel"
+        return make_pipeline(StandardScaler(), svm), [grid], names

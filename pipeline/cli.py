@@ -18,6 +18,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 CacheOption = Annotated[Path, typer.Option(help="Folder of feature stores.")]
 RunsOption = Annotated[Path, typer.Option(help="Folder of fitted heads, runs/<store key>/<head>/.")]
+NoSearchOption = Annotated[bool, typer.Option(
+    "--no-search", help="Skip the cross-validated hyperparameter search of scikit-learn heads.")]
 StoreOption = Annotated[str, typer.Option(
     help="Store to use: 'latest' (the last `features` run), a store key, or a store folder.")]
 
@@ -119,6 +121,7 @@ def head(
     head: Annotated[str, typer.Option(help="Head to fit: dense, logreg or svm.")] = "logreg",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
+    no_search: NoSearchOption = False,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
@@ -131,7 +134,7 @@ def head(
     params = parse_params(head_class(head), param or [])
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
-    run = fit_run(feature_store, head, params, runs)
+    run = fit_run(feature_store, head, params, runs, search=not no_search)
     m = run.metrics
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
         f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
@@ -142,17 +145,20 @@ def head(
 @user_errors
 def compare(
     heads: Annotated[str, typer.Option(help="Comma-separated heads to fit, or 'all'.")] = "all",
+    no_search: NoSearchOption = False,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
 ):
-    """Fit every head on the same store and print a leaderboard (also written as .md and .json)."""
+    """Fit every head on one store; rank them with 95% intervals and McNemar's tests; write
+    leaderboard.{md,json} and report.{html,md}."""
     from rich.console import Console
     from rich.table import Table
 
     from heads import HEADS, head_class
-    from pipeline.leaderboard import rank, table_cells, write_leaderboard
-    from pipeline.runs import fit_run
+    from pipeline.compare import compare_heads
+    from pipeline.leaderboard import compact_cells
+    from pipeline.report import write_report
     from pipeline.stores import open_store
 
     names = list(HEADS) if heads == "all" else [name.strip() for name in heads.split(",") if name.strip()]
@@ -160,22 +166,21 @@ def compare(
         head_class(name)
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
-    metrics = {}
-    for name in names:
-        say(f"fitting {name} ...")
-        metrics[name] = fit_run(feature_store, name, {}, runs).metrics
-    rows = rank(metrics)
-    n_validation = next(iter(metrics.values()))["n_samples"]
-    write_leaderboard(runs / feature_store.key, rows, feature_store.key, n_validation)
+    board = compare_heads(feature_store, names, runs, search=not no_search, log=say)
 
-    header, body = table_cells(rows)
-    table = Table(title=f"store {feature_store.key}: {n_validation} validation images")
+    header, body = compact_cells(board["rows"])
+    table = Table(title=f"store {feature_store.key}: {board['validation_images']} validation images")
     for title in header:
         table.add_column(title, justify="left" if title == "head" else "right")
     for cells in body:
         table.add_row(*cells)
-    Console().print(table)
-    say(f"Leaderboard written to {runs / feature_store.key / 'leaderboard.md'} and .json")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    say(f"Chosen: {board['chosen']['why']}")
+    if board["chosen"].get("test"):
+        say(f"Test split: accuracy {board['chosen']['test']['accuracy']:.4f}")
+    report = write_report(feature_store, board, runs)
+    say(f"Leaderboard and report written to {runs / feature_store.key}/ "
+        f"(leaderboard.md, leaderboard.json, {report.name}, report.md)")
 
 
 @app.command()
@@ -183,10 +188,12 @@ def compare(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
     head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg or svm.")] = "logreg",
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Use an exported head folder (from `export`) instead of --store/--head.")] = None,
     output_format: Annotated[OutputFormat, typer.Option(
         "--format", help="text: path, class, probability per line; json: one JSON list.")] = OutputFormat.text,
     weights: Annotated[Optional[str], typer.Option(
-        help="Weights file if the store's recorded one has moved (must be the same weights).")] = None,
+        help="Weights file if the recorded one has moved (must be the same weights).")] = None,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
@@ -194,14 +201,18 @@ def predict(
     """Classify images with the store's exact VGG16 settings and a fitted head."""
     from dataclasses import asdict
 
-    from pipeline.predict import expand_image_paths, predict_paths, store_weights
+    from pipeline.export import load_export
+    from pipeline.predict import Predictor, expand_image_paths, predict_paths, recorded_weights
     from pipeline.runs import load_run
     from pipeline.stores import open_store
 
-    feature_store = open_store(cache, store)
-    run = load_run(runs, feature_store, head)
+    if export is not None:
+        predictor = load_export(export)
+    else:
+        feature_store = open_store(cache, store)
+        predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head))
     paths = expand_image_paths(images)
-    predictions = predict_paths(feature_store, run, paths, store_weights(feature_store, weights))
+    predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights))
     if output_format is OutputFormat.json:
         typer.echo(json.dumps([asdict(p) for p in predictions], indent=1))
     else:
@@ -213,6 +224,28 @@ def predict(
         say(f"{len(failed)} of {len(predictions)} image(s) could not be read.")
     if len(failed) == len(predictions):
         raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def export(
+    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg or svm.")],
+    out: Annotated[Path, typer.Option(
+        help="dense: a NAME.keras file (raw images in, probabilities out); others: a folder.")],
+    weights: Annotated[Optional[str], typer.Option(
+        help="Weights file if the recorded one has moved (must be the same weights).")] = None,
+    store: StoreOption = "latest",
+    cache: CacheOption = config.CACHE_DIR,
+    runs: RunsOption = config.RUNS_DIR,
+):
+    """Package a fitted head with its backbone settings so it can be used away from the store."""
+    from pipeline.export import export_run
+    from pipeline.runs import load_run
+    from pipeline.stores import open_store
+
+    feature_store = open_store(cache, store)
+    written = export_run(feature_store, load_run(runs, feature_store, head), out, weights)
+    say(f"Exported {head} to {written}")
 
 
 @app.command()

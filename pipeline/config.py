@@ -15,3 +15,10 @@ DEFAULT_WEIGHTS = "auto"
 EXTRACTION_VERSION = 1
 BACKBONE = "keras.applications.VGG16(include_top=False)"
 PREPROCESSING = "pillow draft+exif upright+RGB+bilinear resize; vgg16.preprocess_input"
+
+# Cross-validated search of each scikit-learn head on the training rows (`--no-search` skips it).
+# The kernel SVC tries both kernels only up to its rbf_max_samples rows; beyond, LinearSVC tries C.
+SEARCH_SPACES = {
+    "logreg": {"C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+    "svm": {"C": [0.1, 1.0, 10.0], "kernel": ["rbf", "linear"]},
+}

@@ -17,11 +17,13 @@ import numpy as np
 from features import FeatureStore
 from features.backbone import file_sha256
 from heads import Head, HeadError, create_head, head_class
+from pipeline.config import SEARCH_SPACES
 from pipeline.metrics import classification_metrics, expand_proba
 from pipeline.stores import write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "validation_predictions.npz"
 MODEL_DIR = "model"
 
 
@@ -37,8 +39,15 @@ def run_folder(runs: Path, store: FeatureStore, head_name: str) -> Path:
     return runs / store.key / head_name
 
 
-def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path) -> Run:
-    """Fit ``head_name`` on the store's training rows (every pass), score it on validation."""
+def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, search: bool = True) -> Run:
+    """Fit ``head_name`` on the store's training rows (every pass), score it on validation.
+
+    With ``search``, a scikit-learn head first tunes itself on the training rows over its
+    space in ``config.SEARCH_SPACES``, less any parameter given in ``params``.
+    """
+    space = {k: v for k, v in SEARCH_SPACES.get(head_name, {}).items() if k not in params}
+    if search and space:  # a parameter given explicitly is not searched
+        params = {"search_space": space, **params}
     head = create_head(head_name, **params)
     train = store.split_arrays("train")
     validation = store.split_arrays("validation", passes=False)
@@ -57,12 +66,16 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path) -> Ru
 
     folder = run_folder(runs, store, head_name)
     head.save(folder / MODEL_DIR)
+    metrics["model_bytes"] = sum(p.stat().st_size for p in (folder / MODEL_DIR).rglob("*") if p.is_file())
+    np.savez(folder / PREDICTIONS_FILE, proba=proba, labels=validation["labels"],
+             sources=validation["sources"])
     info = {
         "head": head_name, "params": head.get_params(), "store_key": store.key,
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
         "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
-        "details": {k: getattr(head, k) for k in ("solver_", "epochs_") if hasattr(head, k)},
-        "model_sha256": _hash_folder(folder / MODEL_DIR),
+        "details": {k.rstrip("_"): getattr(head, k) for k in
+                    ("solver_", "epochs_", "best_params_", "cv_score_") if hasattr(head, k)},
+        "model_sha256": hash_folder(folder / MODEL_DIR),
     }
     write_json(folder / RUN_FILE, info)
     write_json(folder / METRICS_FILE, metrics)
@@ -80,7 +93,7 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     if info["store_key"] != store.key:
         raise HeadError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
                         f"not on {store.key}. Fit it again on this store with `head`.")
-    actual = _hash_folder(folder / MODEL_DIR)
+    actual = hash_folder(folder / MODEL_DIR)
     if actual != info["model_sha256"]:
         changed = sorted(set(actual.items()) ^ set(info["model_sha256"].items()))
         raise HeadError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
@@ -91,7 +104,7 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     return Run(folder, head, info, metrics)
 
 
-def _hash_folder(folder: Path) -> dict[str, str]:
+def hash_folder(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -62,23 +62,24 @@ def split_folder(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def runner():
+def make_cli(folder: Path):
+    """Invoke `python -m pipeline` in-process; ``.cache`` and ``.runs`` lie under ``folder``."""
     from typer.testing import CliRunner
-    return CliRunner()
 
-
-@pytest.fixture
-def cli(runner, tmp_path):
-    """Invoke `python -m pipeline` in-process with the cache and runs under tmp_path."""
     from pipeline.cli import app
+    runner = CliRunner()
 
     def invoke(*args: str):
         return runner.invoke(app, [str(a) for a in args])
 
-    invoke.cache = tmp_path / "cache"
-    invoke.runs = tmp_path / "runs"
+    invoke.cache = folder / "cache"
+    invoke.runs = folder / "runs"
     return invoke
+
+
+@pytest.fixture
+def cli(tmp_path):
+    return make_cli(tmp_path)
 
 
 def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import extract_args, write_images
 
-COMMANDS = ("features", "head", "compare", "predict", "verify")
+COMMANDS = ("features", "head", "compare", "predict", "verify", "export")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -40,8 +40,8 @@ def test_head_accepts_unpooled_feature_maps(name):
 
 def test_svm_chooses_its_solver_by_training_rows():
     X, y = blobs(n_per_class=50)
-    assert SVMHead().fit(X, y).solver_ == "rbf"
-    assert SVMHead(rbf_max_samples=100).fit(X, y).solver_ == "linear"
+    assert SVMHead().fit(X, y).solver_ == "SVC(kernel='rbf')"
+    assert SVMHead(rbf_max_samples=100).fit(X, y).solver_ == "LinearSVC"
 
 
 def test_params_are_typed_from_defaults():
@@ -50,7 +50,8 @@ def test_params_are_typed_from_defaults():
 
 
 @pytest.mark.parametrize("pairs, message", [
-    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, max_iter"),
+    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, cv_folds, max_iter"),
+    (["search_space=1"], "cannot be set with --param"),
     (["C"], "--param takes name=value"),
     (["C=high"], "'C' must be a float"),
 ])
@@ -69,3 +70,38 @@ def test_unfitted_head_and_single_class_are_refused():
         LogRegHead().predict_proba(np.zeros((2, 4)))
     with pytest.raises(HeadError, match="at least two classes"):
         LogRegHead().fit(np.zeros((4, 4)), np.zeros(4))
+
+
+def test_search_picks_by_grouped_cross_validation():
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 40)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) + rng.normal(scale=1.5, size=120) > 0).astype(int)
+    groups = np.arange(120) // 2
+    head = LogRegHead(search_space={"C": [1e-3, 0.1, 10.0]}, n_jobs=1).fit(X, y, groups=groups)
+    scores = {C: cross_val_score(LogRegHead()._make_estimator(120, C=C), X, y, groups=groups,
+                                 cv=GroupKFold(3)).mean() for C in (1e-3, 0.1, 10.0)}
+    best = max(scores, key=scores.get)
+    assert head.best_params_ == {"C": best} and head.cv_score_ == pytest.approx(scores[best])
+    assert head.model_[-1].C == best
+    svm = SVMHead(search_space={"C": [0.5, 2.0], "kernel": ["linear", "rbf"]}, n_jobs=1).fit(X, y)
+    assert set(svm.best_params_) == {"C", "kernel"}
+    assert svm.solver_ == f"SVC(kernel={svm.best_params_['kernel']!r})"
+
+
+def test_augmented_twins_never_straddle_a_search_fold(monkeypatch):
+    """A fold that validates on a twin of a training row would score a memorised copy."""
+    from sklearn.model_selection import GroupKFold
+    seen = []
+    original = GroupKFold.split
+
+    def recording_split(self, X, y=None, groups=None):
+        for train, test in original(self, X, y, groups):
+            seen.append(set(groups[train]) & set(groups[test]))
+            yield train, test
+
+    monkeypatch.setattr(GroupKFold, "split", recording_split)
+    X, y = blobs(n_per_class=30)
+    groups = np.arange(len(y)) % 45  # each source appears twice, as an augmented pass would
+    LogRegHead(search_space={"C": [0.1, 1.0]}, n_jobs=1).fit(X, y, groups=groups)
+    assert seen and all(not overlap for overlap in seen)

@@ -1,0 +1,147 @@
+"""compare as a scientist would use it: reproducible, intervals, significance, report, export."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+import keras
+import numpy as np
+import pytest
+
+from features import load_pixels
+from pipeline.stats import mcnemar
+from tests.conftest import extract_args, make_cli, write_images
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """One cache and runs folder for the whole module: the comparison is made once."""
+    return make_cli(tmp_path_factory.mktemp("compare"))
+
+
+@pytest.fixture(scope="module")
+def compared(cli):
+    """A train/validation/test folder, extracted with one augmented pass and compared."""
+    data = cli.cache.parent / "data"
+    write_images(data / "train", {"alpha": 14, "beta": 14, "gamma": 14})
+    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
+    write_images(data / "test", {"alpha": 5, "beta": 5, "gamma": 5}, start=200)
+    assert cli(*extract_args(data, cli.cache, "--passes", "1")).exit_code == 0
+    result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    (board_path,) = list(cli.runs.glob("*/leaderboard.json"))
+    return data, board_path.parent, json.loads(board_path.read_text()), result
+
+
+def test_compare_twice_gives_the_same_numbers(cli, compared):
+    _, folder, board, _ = compared
+    assert cli("compare", "--cache", cli.cache, "--runs", cli.runs).exit_code == 0
+    again = json.loads((folder / "leaderboard.json").read_text())
+    # timings vary, and a .keras zip stamps its save time; every statistic must repeat exactly
+    strip = lambda b: [{k: v for k, v in r.items() if k not in ("fit_seconds", "predict_ms_per_image", "model_bytes")}
+                       for r in b["rows"]]
+    for a, b in zip(strip(again), strip(board)):
+        assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert again["pairwise"] == board["pairwise"]
+
+
+def test_leaderboard_has_intervals_tests_and_a_test_split_verdict(compared):
+    _, folder, board, result = compared
+    for row in board["rows"]:
+        metrics = json.loads((folder / row["head"] / "metrics.json").read_text())
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece"):
+            low, high = row["intervals_95"][key]
+            assert low <= row[key] <= high and row[key] == metrics[key]
+        assert row["model_bytes"] > 0 and row["predict_ms_per_image"] > 0
+        run = json.loads((folder / row["head"] / "run.json").read_text())
+        if row["head"] != "dense":
+            assert set(run["details"]["best_params"]) >= {"C"}
+    assert {frozenset((p["a"], p["b"])) for p in board["pairwise"]} == {
+        frozenset(p) for p in (("dense", "logreg"), ("dense", "svm"), ("logreg", "svm"))}
+    assert board["chosen"]["head"] == board["rows"][0]["head"]
+    assert board["chosen"]["test"]["n_samples"] == 15
+    assert "Chosen:" in result.output and "Test split: accuracy" in result.output
+
+
+def test_mcnemar_is_exact_for_few_disagreements():
+    right = np.ones(100, bool)
+    other = right.copy()
+    other[:6] = False  # 6 discordant pairs, all one way: two-sided exact p = 2 / 2**6
+    assert mcnemar(right, other) == {"a_only": 6, "b_only": 0, "p": pytest.approx(2 / 64), "test": "exact"}
+    many = np.zeros(100, bool)
+    many[:40] = True
+    assert mcnemar(many, ~many)["test"] == "chi2"
+
+
+class ReportParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.cells, self.links = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("link", "script") or (tag == "a" and "href" in attrs):
+            self.links.append(attrs)
+        if tag not in ("img", "meta", "br", "link"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "td":
+            self.cells.append(data)
+
+
+def test_report_is_valid_self_contained_html_matching_metrics(compared):
+    _, folder, board, _ = compared
+    parser = ReportParser()
+    parser.feed((folder / "report.html").read_text())
+    parser.close()
+    assert parser.stack == [] and parser.links == []
+    assert len(parser.images) >= 4 + 3 and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    for row in board["rows"]:
+        metrics = json.loads((folder / row["head"] / "metrics.json").read_text())
+        assert f"{metrics['accuracy']:.4f} [" in " ".join(parser.cells)
+        assert f"{metrics['log_loss']:.4f} [" in " ".join(parser.cells)
+    markdown = (folder / "report.md").read_text()
+    assert all(f"| {row['head']} |" in markdown for row in board["rows"])
+    assert "Pairwise McNemar" in markdown and "Store settings" in markdown and "augmented passes | 1" in markdown
+
+
+def test_exported_dense_model_predicts_what_predict_does(cli, compared, tmp_path):
+    data, _, _, _ = compared
+    out = tmp_path / "export" / "model.keras"
+    result = cli("export", "--head", "dense", "--out", out, "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    images = sorted((data / "test").rglob("*.*"))[:6]
+    predicted = json.loads(cli("predict", *images, "--head", "dense", "--format", "json",
+                               "--cache", cli.cache, "--runs", cli.runs).stdout)
+    model = keras.saving.load_model(out)
+    classes = json.loads(out.with_suffix(".classes.json").read_text())
+    pixels = np.stack([load_pixels(p, 32) for p in images]).astype("float32")
+    proba = model.predict(pixels, verbose=0)
+    assert [classes[i] for i in proba.argmax(axis=1)] == [p["label"] for p in predicted]
+    np.testing.assert_allclose(proba.max(axis=1), [p["probability"] for p in predicted], atol=1e-4)
+
+
+def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, tmp_path):
+    data, _, _, _ = compared
+    out = tmp_path / "svm-export"
+    assert cli("export", "--head", "svm", "--out", out, "--cache", cli.cache, "--runs", cli.runs).exit_code == 0
+    images = [str(p) for p in sorted((data / "test").rglob("*.*"))[:6]]
+    from_store = cli("predict", *images, "--head", "svm", "--cache", cli.cache, "--runs", cli.runs).stdout
+    from_export = cli("predict", *images, "--export", out).stdout
+    assert from_export == from_store and len(from_store.splitlines()) == 6
+    (out / "model" / "model.joblib").write_bytes(b"tampered")
+    refused = cli("predict", *images, "--export", out)
+    assert refused.exit_code == 1 and "do not match the sha256" in refused.output
+
+
+def test_wrong_export_targets_are_explained(cli, compared, tmp_path):
+    result = cli("export", "--head", "dense", "--out", tmp_path / "folder", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 1 and "NAME.keras" in result.output
+    result = cli("export", "--head", "logreg", "--out", tmp_path / "x.keras", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 1 and "exports as a folder" in result.output
