@@ -14,6 +14,7 @@ CACHE ?= cache
 RUNS ?= runs
 STORE ?= latest
 IMAGES ?=
+OUT ?= model.keras
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -51,6 +52,11 @@ predict: $(INSTALLED)
 	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
 	$(CLI) predict $(IMAGES) --head $(HEAD) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
+## Package a fitted HEAD for use away from the store: OUT=model.keras (dense) or a folder
+.PHONY: export
+export: $(INSTALLED)
+	$(CLI) export --head $(HEAD) --out "$(OUT)" --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+
 ## Re-check a store in full (hashes, rows, labels, splits)
 .PHONY: verify
 verify: $(INSTALLED)
@@ -74,4 +80,4 @@ help:
 	@echo "Variables (current value):"
 	@echo "  DATA=$(DATA)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  PASSES=$(PASSES)  POOLING=$(POOLING)"
 	@echo "  SHARD_SIZE=$(SHARD_SIZE)  HEAD=$(HEAD)  HEADS=$(HEADS)  CACHE=$(CACHE)  RUNS=$(RUNS)"
-	@echo "  STORE=$(STORE)  IMAGES=$(IMAGES)"
+	@echo "  STORE=$(STORE)  IMAGES=$(IMAGES)  OUT=$(OUT)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -39,10 +38,8 @@ class ExtractConfig:
 
 @dataclass
 class ExtractResult:
-    folder: Path
     shards_written: int
     shards_reused: int
-    skipped: list[dict]
 
 
 def plan_shards(dataset: Dataset, passes: int, shard_size: int) -> list[Shard]:
@@ -92,7 +89,7 @@ def extract(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: S
             _extract_shard(dataset, shard, decoded, extractor, augmenter, config, writer, on_images)
     _check_usable(dataset, writer.manifest, config.max_bad)
     writer.finish()
-    return ExtractResult(writer.folder, len(todo), len(plan) - len(todo), writer.manifest["skipped"])
+    return ExtractResult(len(todo), len(plan) - len(todo))
 
 
 def _extract_shard(dataset, shard, decoded, extractor, augmenter, config, writer, on_images):

@@ -106,7 +106,7 @@ def features(
         image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
         shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, seed=seed, max_bad=max_bad)
     try:
-        store, written = build_store(dataset, settings, weights, cache, log=say)
+        store = build_store(dataset, settings, weights, cache, log=say)
     except KeyboardInterrupt:
         say("Interrupted: every finished shard is saved. Run the same command again to resume.")
         raise typer.Exit(code=130) from None

@@ -37,8 +37,8 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
 
 
 def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cache: Path,
-                log=print) -> tuple[FeatureStore, int]:
-    """Extract what the store for these inputs lacks; return it and the shards computed.
+                log=print) -> FeatureStore:
+    """Extract what the store for these inputs lacks, and return it.
 
     The store folder is locked while it is written. A resumed store is fully verified.
     """
@@ -52,7 +52,7 @@ def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cach
         if writer.manifest["complete"]:
             log(f"Store {key} is up to date: nothing to recompute ({folder}).")
             _mark_latest(cache, key)
-            return FeatureStore(folder), 0
+            return FeatureStore(folder)
         _report_data_changes(cache, dataset, key, log)
         plan = plan_shards(dataset, config.passes, config.shard_size)
         done = writer.done()
@@ -61,11 +61,12 @@ def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cach
             log(f"Resuming store {key}: {len(done)} of {len(plan)} shards already written.")
         with progress(todo_images, "features") as advance:
             result = extract(dataset, config, weights, writer, on_images=advance)
+        log(f"Computed {result.shards_written} shard(s), reused {result.shards_reused}.")
         if done:
             _verify_or_fail(folder, writer.manifest)
             log("Verified the resumed store: every shard's sha256, rows and labels check out.")
     _mark_latest(cache, key)
-    return FeatureStore(folder), result.shards_written
+    return FeatureStore(folder)
 
 
 def _verify_or_fail(folder: Path, manifest: dict) -> None:

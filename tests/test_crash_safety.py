@@ -89,13 +89,14 @@ def test_sigkill_after_shards_resumes_to_identical_store(photos, unbroken, tmp_p
         assert after[name] == data
 
 
-def test_sigkill_during_a_shard_write_leaves_nothing_half_valid(photos, unbroken, tmp_path):
+@pytest.mark.parametrize("written_file", ["shard-*.npy", "manifest.json"])
+def test_sigkill_during_a_write_leaves_nothing_half_valid(photos, unbroken, tmp_path, written_file):
     cache = tmp_path / "cache"
-    temporaries = lambda: any(p.suffix != ".lock" for p in cache.rglob(".*.tmp-*"))
-    code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= 2 and temporaries(),
-                             BOTTLENECK_TEST_WRITE_PAUSE="0.5")
+    pattern = f".{written_file}.tmp-*"
+    code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= 2 and any(cache.rglob(pattern)),
+                             BOTTLENECK_TEST_WRITE_PAUSE="0.3")
     assert code == -signal.SIGKILL
-    assert list(cache.rglob(".*.tmp-*")), "the kill did not land inside a write"
+    assert list(cache.rglob(pattern)), "the kill did not land inside a write"
     verify = subprocess.run([sys.executable, "-m", "pipeline", "verify", "--store",
                              str(next(p for p in cache.iterdir() if p.is_dir())), "--cache", str(cache)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
