@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -40,10 +41,27 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL) muted.
+
+    Python errors still surface: only the process's stderr file descriptor is
+    redirected, and only while the import runs.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def user_errors(command):
     """Report project errors as one line on stderr and exit 1, never a traceback."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        import_tensorflow_quietly()
         from features import FeatureError
         from heads import HeadError
         try:
