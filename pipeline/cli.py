@@ -157,6 +157,8 @@ def head(
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
         f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
         f"-> {run.folder}")
+    if run.info["details"]:
+        say("chosen: " + ", ".join(f"{k} {v}" for k, v in run.info["details"].items()))
 
 
 @app.command()
