@@ -1,13 +1,11 @@
 """The long list of awkward files, each a real file on disk: read right, or skipped with a reason."""
 
-import io
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from features import FeatureStore, load_pixels, scan_dataset
+from features import FeatureStore, load_pixels
 from tests.conftest import extract_args, write_images
 
 SIZE = 32

@@ -1,7 +1,6 @@
 """compare as a scientist would use it: reproducible, intervals, significance, report, export."""
 
 import json
-import re
 from html.parser import HTMLParser
 
 import keras

@@ -45,7 +45,7 @@ def shard_count(cache):
     for manifest in cache.glob("*/manifest.json"):
         try:
             return len(json.loads(manifest.read_text())["shards"])
-        except ValueError:  # caught between write and rename of a reader-visible file: impossible
+        except ValueError:  # the manifest is replaced atomically: a reader never sees half of it
             raise AssertionError(f"{manifest} was read half-written")
     return 0
 
