@@ -7,6 +7,7 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?=
 PASSES ?= 0
 POOLING ?= avg
+PRECISION ?= fp32
 SHARD_SIZE ?= 1024
 HEAD ?= logreg
 HEADS ?= all
@@ -34,6 +35,7 @@ $(INSTALLED): pyproject.toml
 features: $(INSTALLED)
 	$(CLI) features $(if $(DATA),--data "$(DATA)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
 		--weights "$(WEIGHTS)" --passes $(PASSES) --pooling $(POOLING) --shard-size $(SHARD_SIZE) \
+		--precision $(PRECISION) \
 		--cache "$(CACHE)"
 
 ## Stage two: fit HEAD (dense, logreg, svm) on the features and score it
@@ -79,5 +81,6 @@ help:
 	@awk '/^## /{doc=substr($$0,4); next} /^[a-z]+:/ && doc {split($$1,t,":"); printf "  %-9s %s\n", t[1], doc; doc=""}' $(MAKEFILE_LIST)
 	@echo "Variables (current value):"
 	@echo "  DATA=$(DATA)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  PASSES=$(PASSES)  POOLING=$(POOLING)"
+	@echo "  PRECISION=$(PRECISION)"
 	@echo "  SHARD_SIZE=$(SHARD_SIZE)  HEAD=$(HEAD)  HEADS=$(HEADS)  CACHE=$(CACHE)  RUNS=$(RUNS)"
 	@echo "  STORE=$(STORE)  IMAGES=$(IMAGES)  OUT=$(OUT)"

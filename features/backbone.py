@@ -16,6 +16,9 @@ from keras.src.applications.vgg16 import WEIGHTS_PATH_NO_TOP
 from features.errors import FeatureError
 
 POOLINGS = ("none", "avg", "max")
+PRECISIONS = ("fp32", "bf16", "auto")
+KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_IMAGE_SIZE = 32
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
@@ -82,6 +85,26 @@ def resolve_weights(spec: str) -> Weights:
     return _weights_file(spec)
 
 
+def native_precision(cpu_flags: set[str]) -> str:
+    """bf16 where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), else fp32."""
+    return "bf16" if cpu_flags & set(BF16_CPU_FLAGS) else "fp32"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:  # not Linux: no flags known, so no native bf16 is assumed
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def resolve_precision(precision: str) -> str:
+    """``fp32`` or ``bf16``; ``auto`` becomes the fastest this CPU runs natively."""
+    if precision not in PRECISIONS:
+        raise FeatureError(f"--precision must be one of {', '.join(PRECISIONS)}. Received: {precision}")
+    return native_precision(cpu_flags()) if precision == "auto" else precision
+
+
 def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
     """Shape of one image's features: (512,) pooled, (s, s, 512) with no pooling."""
     if pooling != "none":
@@ -90,13 +113,20 @@ def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
     return (side, side, 512)
 
 
-def build_backbone(image_size: int, pooling: str, weights: Weights, seed: int = 0) -> keras.Model:
-    """VGG16 without its top, frozen, for ``image_size`` square RGB input."""
+def build_backbone(image_size: int, pooling: str, weights: Weights, seed: int = 0,
+                   precision: str = "fp32") -> keras.Model:
+    """VGG16 without its top, frozen, for ``image_size`` square RGB input.
+
+    ``precision="bf16"`` builds it under Keras' ``mixed_bfloat16`` policy (bfloat16
+    arithmetic, float32 weights), about twice as fast on CPUs with native bf16.
+    """
     if image_size < MIN_IMAGE_SIZE:
         raise FeatureError(f"--image-size must be at least {MIN_IMAGE_SIZE}. Received: {image_size}")
     if pooling not in POOLINGS:
         raise FeatureError(f"--pooling must be one of {', '.join(POOLINGS)}. Received: {pooling}")
     keras.utils.set_random_seed(seed)  # random weights are reproducible
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(KERAS_POLICIES[resolve_precision(precision)])
     try:
         model = vgg16.VGG16(
             include_top=False,
@@ -109,17 +139,20 @@ def build_backbone(image_size: int, pooling: str, weights: Weights, seed: int = 
             f"Could not load VGG16 weights from {weights.path}: {str(error).splitlines()[0][:200]}. "
             "Pass --weights with a VGG16 include_top=False weights file."
         ) from None
+    finally:
+        keras.config.set_dtype_policy(previous_policy)  # later models (heads) stay float32
     model.trainable = False
     return model
 
 
 class FeatureExtractor:
-    """RGB 0-255 batches in, VGG16 features out, through ``vgg16.preprocess_input``."""
+    """RGB 0-255 batches in, float32 VGG16 features out, through ``vgg16.preprocess_input``."""
 
     def __init__(self, model: keras.Model):
         self.model = model
         self._forward = tf.function(
-            lambda x: model(vgg16.preprocess_input(x), training=False), reduce_retracing=True
+            lambda x: tf.cast(model(vgg16.preprocess_input(x), training=False), tf.float32),
+            reduce_retracing=True,
         )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

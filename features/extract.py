@@ -28,6 +28,7 @@ class ExtractConfig:
     shard_size: int = 1024
     batch_size: int = 32
     dtype: str = "float32"
+    precision: str = "fp32"  # arithmetic of the convnet: fp32 or bf16 (resolved, never "auto")
     seed: int = 0
     max_bad: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -82,7 +83,8 @@ def extract(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: S
     plan = plan_shards(dataset, config.passes, config.shard_size)
     todo = [shard for shard in plan if shard.name not in writer.done()]
     if todo:
-        extractor = FeatureExtractor(build_backbone(config.image_size, config.pooling, weights, config.seed))
+        extractor = FeatureExtractor(build_backbone(config.image_size, config.pooling, weights, config.seed,
+                                                    config.precision))
         augmenter = Augmenter(config.augment)
         decoded = _decoded_images(dataset, todo, config.image_size)
         for shard in todo:

@@ -36,6 +36,12 @@ class Dtype(str, Enum):
     float16 = "float16"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    auto = "auto"
+
+
 class OutputFormat(str, Enum):
     text = "text"
     json = "json"
@@ -103,6 +109,9 @@ def features(
     shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = 1024,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
     dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
+    precision: Annotated[Precision, typer.Option(
+        help="Convnet arithmetic: fp32, bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX), or "
+             "auto (bf16 where the CPU has it natively).")] = Precision.fp32,
     seed: Annotated[int, typer.Option(help="Seeds augmentation (and random weights).")] = 0,
     max_bad: Annotated[float, typer.Option(
         help="Fail when more than this share of files is unreadable.")] = 0.01,
@@ -110,6 +119,7 @@ def features(
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
     from features import ExtractConfig, scan_dataset
+    from features.backbone import resolve_precision
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
 
@@ -122,7 +132,8 @@ def features(
         say(f"warning: {warning}")
     settings = ExtractConfig(
         image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
-        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, seed=seed, max_bad=max_bad)
+        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value,
+        precision=resolve_precision(precision.value), seed=seed, max_bad=max_bad)
     try:
         store = build_store(dataset, settings, weights, cache, log=say)
     except KeyboardInterrupt:

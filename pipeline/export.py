@@ -61,7 +61,7 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
         raise HeadError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
     size = predictor.backbone["image_size"]
     base = build_backbone(size, predictor.backbone["pooling"], recorded_weights(predictor.weights, weights_override),
-                          predictor.backbone["seed"])
+                          predictor.backbone["seed"], predictor.backbone["precision"])
     images = keras.Input(shape=(None, None, 3), name="rgb_0_255")
     x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
     x = base(vgg16_preprocessing_layer()(x))

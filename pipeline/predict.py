@@ -16,7 +16,7 @@ from pipeline.metrics import expand_proba
 from pipeline.runs import Run
 
 BATCH_SIZE = 32
-BACKBONE_SETTINGS = ("image_size", "pooling", "seed")
+BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Prediction:
 class Predictor:
     """Everything `predict` needs: backbone settings, recorded weights, class names and a head."""
 
-    backbone: dict  # image_size, pooling, seed
+    backbone: dict  # image_size, pooling, seed, precision
     dtype: str
     weights: dict  # identity, path (as recorded at extraction)
     class_names: list[str]
@@ -86,7 +86,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> 
     """One prediction per path, in order; unreadable files get an ``error`` instead."""
     size = predictor.backbone["image_size"]
     extractor = FeatureExtractor(build_backbone(size, predictor.backbone["pooling"], weights,
-                                                predictor.backbone["seed"]))
+                                                predictor.backbone["seed"], predictor.backbone["precision"]))
     predictions = []
     for start in range(0, len(paths), BATCH_SIZE):
         batch = paths[start:start + BATCH_SIZE]

@@ -124,3 +124,34 @@ def test_manifest_records_config_classes_files_and_shard_hashes(cli, split_folde
     assert (store.folder / "train" / "pass-0" / "shard-00000.npy").is_file()
     assert (store.folder / "train" / "pass-0" / "shard-00000.labels.npy").is_file()
     assert (store.folder / "train" / "pass-0" / "shard-00000.sources.npy").is_file()
+
+
+def test_bf16_features_are_close_to_fp32_and_keyed_apart(cli, split_folder):
+    assert cli(*extract_args(split_folder, cli.cache, "--image-size", "64")).exit_code == 0
+    result = cli(*extract_args(split_folder, cli.cache, "--image-size", "64", "--precision", "bf16"))
+    assert result.exit_code == 0, result.output
+    stores = [FeatureStore(p) for p in cli.cache.iterdir() if p.is_dir()]
+    by_precision = {s.manifest["config"]["precision"]: s for s in stores}
+    assert set(by_precision) == {"fp32", "bf16"}
+    fp32 = by_precision["fp32"].split_arrays("train")["features"]
+    bf16 = by_precision["bf16"].split_arrays("train")["features"]
+    assert bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)
+    cosine = (fp32 * bf16).sum(axis=1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.99
+    assert keras.config.dtype_policy().name == "float32"  # the bf16 policy did not leak
+
+    # predict and the head work on a bf16 store as on any other
+    common = ("--store", by_precision["bf16"].key, "--cache", cli.cache, "--runs", cli.runs)
+    assert cli("head", "--head", "logreg", "--no-search", *common).exit_code == 0
+    image = split_folder / "train" / "cats" / "img_000.JPG"
+    predicted = cli("predict", image, "--head", "logreg", "--format", "json", *common)
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)[0]["label"] in ("cats", "dogs")
+
+
+def test_auto_precision_follows_the_cpu_flags():
+    from features.backbone import native_precision, resolve_precision
+    assert native_precision({"avx2", "avx512f", "avx512_bf16"}) == "bf16"
+    assert native_precision({"amx_bf16", "amx_tile"}) == "bf16"
+    assert native_precision({"avx2", "avx512f"}) == "fp32"
+    assert resolve_precision("auto") in ("fp32", "bf16")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import CATS_AND_DOGS, REAL_WEIGHTS
@@ -32,3 +33,18 @@ def test_each_head_reaches_90_percent_on_real_photos(cli, tmp_path):
     (board,) = list(cli.runs.glob("*/leaderboard.json"))
     rows = json.loads(board.read_text())["rows"]
     assert {row["head"]: row["accuracy"] >= 0.90 for row in rows} == {"dense": True, "logreg": True, "svm": True}, rows
+
+
+def test_bf16_features_drift_little_from_fp32_with_real_weights():
+    import keras
+    from features import FeatureExtractor, build_backbone, load_pixels, resolve_weights
+
+    photos = sorted((CATS_AND_DOGS / "validation" / "dogs").iterdir())[:32]
+    pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
+    weights = resolve_weights(str(REAL_WEIGHTS))
+    features = {precision: FeatureExtractor(build_backbone(150, "avg", weights, precision=precision))(pixels)
+                for precision in ("fp32", "bf16")}
+    a, b = features["fp32"], features["bf16"]
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.999, cosine.min()
+    assert keras.config.dtype_policy().name == "float32"
