@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the display-free backend)
@@ -108,6 +109,7 @@ def cost_figure(rows: list[dict]) -> str:
                       yerr=[[row["accuracy"] - low], [high - row["accuracy"]]], fmt="o", capsize=4,
                       label=row["head"])
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels on decades only
     axis.set(xlabel="fit seconds (log)", ylabel="validation accuracy", title="Accuracy against fit time")
     axis.legend(fontsize=8)
     return _png(figure)
