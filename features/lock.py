@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from features.errors import FeatureError
+from features.store import make_store_folder
 
 LOCK_FILE = ".lock"
 
@@ -34,11 +35,7 @@ class StoreLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
 
     def __enter__(self) -> "StoreLock":
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FeatureError(f"Cannot create the store folder {self.path.parent}: "
-                               f"{error.strerror}. Pass --cache with a writable folder.") from None
+        make_store_folder(self.path.parent)
         for _ in range(2):
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

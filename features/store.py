@@ -35,6 +35,15 @@ def array_path(store: Path, name: str, array: str) -> Path:
     return store / f"{name}{suffix}"
 
 
+def make_store_folder(folder: Path) -> None:
+    """Create ``folder`` (and parents), or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FeatureError(f"Cannot create the store folder {folder}: {error.strerror}. "
+                           "Pass --cache with a writable folder.") from None
+
+
 TEMPORARY_MARK = ".tmp-"
 # Fault injection for the crash tests: seconds to pause halfway through writing each
 # temporary file, so a test can SIGKILL the process while a truncated file exists.
@@ -99,11 +108,7 @@ class StoreWriter:
     def open(cls, folder: Path, header: dict) -> "StoreWriter":
         """Resume the store in ``folder`` if its manifest matches ``header``, else start it."""
         folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FeatureError(f"Cannot create the store folder {folder}: {error.strerror}. "
-                               "Pass --cache with a writable folder.") from None
+        make_store_folder(folder)
         for leftover in folder.rglob(f".*{TEMPORARY_MARK}*"):  # from a killed writer
             leftover.unlink()
         existing = folder / MANIFEST

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def verify_store(folder: Path, manifest: dict) -> list[str]:
             if hashlib.sha256(payload).hexdigest() != entry["sha256"][array_name]:
                 problems.append(f"{path}: sha256 differs from the manifest")
                 continue
-            arrays[array_name] = np.load(path, allow_pickle=False)
+            arrays[array_name] = np.load(io.BytesIO(payload), allow_pickle=False)
         if len(arrays) < len(ARRAYS):
             continue
         if len(arrays["labels"]) != entry["rows"]:

@@ -287,10 +287,10 @@ def verify(
 ):
     """Re-check a store: every shard's sha256, row counts, labels, splits and the file list."""
     from features.verify import verify_store
-    from pipeline.stores import open_store, store_folder
+    from pipeline.stores import open_store
 
-    folder = store_folder(cache, store)
-    manifest = open_store(cache, store, require_complete=False).manifest
+    feature_store = open_store(cache, store, require_complete=False)
+    folder, manifest = feature_store.folder, feature_store.manifest
     if not manifest.get("complete"):
         say(f"note: store {manifest['key']} is incomplete; rerun its `features` command to finish it.")
     problems = verify_store(folder, manifest)

@@ -9,7 +9,7 @@ import numpy as np
 from features import FeatureStore
 from pipeline.leaderboard import mark_against_best, pairwise_tests, rank, write_leaderboard
 from pipeline.metrics import classification_metrics
-from pipeline.runs import PREDICTIONS_FILE, Run, fit_run, predict_store_rows
+from pipeline.runs import PREDICTIONS_FILE, Run, class_probabilities, fit_run
 
 
 def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: bool = True,
@@ -43,6 +43,6 @@ def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict]) -> dic
     chosen = {"head": best["head"], "why": why}
     if "test" in store.splits:
         test = store.split_arrays("test", passes=False)
-        proba = predict_store_rows(fitted[best["head"]], test["features"], len(store.class_names))
+        proba = class_probabilities(fitted[best["head"]].head, test["features"], len(store.class_names))
         chosen["test"] = classification_metrics(test["labels"], proba, store.class_names)
     return chosen

@@ -69,6 +69,12 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def pairwise_cells(pairs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["head A", "head B", "A right, B wrong", "B right, A wrong", "p", "test"]
+    body = [[p["a"], p["b"], str(p["a_only"]), str(p["b_only"]), f"{p['p']:.4f}", p["test"]] for p in pairs]
+    return header, body
+
+
 def compact_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """A narrower table for terminals: accuracy with its interval, log loss, ECE, fit time."""
     header = ["rank", "head", "vs best", "accuracy [95% CI]", "log loss", "ECE", "fit s"]
@@ -95,9 +101,7 @@ def to_markdown(board: dict) -> str:
              "Intervals are 95% bootstrap percentiles over validation images. `vs best`: McNemar's "
              f"test against the top head; `*` differs at p < {SIGNIFICANCE}, `~` cannot be told apart.",
              "", "## Pairwise McNemar tests", "",
-             *markdown_table(["head A", "head B", "A right, B wrong", "B right, A wrong", "p", "test"],
-                             [[p["a"], p["b"], str(p["a_only"]), str(p["b_only"]), f"{p['p']:.4f}", p["test"]]
-                              for p in board["pairwise"]]),
+             *markdown_table(*pairwise_cells(board["pairwise"])),
              "", "## Chosen head", "", board["chosen"]["why"]]
     if board["chosen"].get("test"):
         test = board["chosen"]["test"]

@@ -12,8 +12,7 @@ from features.backbone import file_sha256, resolve_weights
 from features.dataset import is_image_name
 from features.images import describe_error
 from heads import Head
-from pipeline.metrics import expand_proba
-from pipeline.runs import Run
+from pipeline.runs import Run, class_probabilities
 
 BATCH_SIZE = 32
 BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision")
@@ -99,8 +98,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> 
                 predictions.append(Prediction(str(path), None, None, describe_error(error)))
         if readable:
             features = extractor(np.stack(pixels).astype(np.float32)).astype(predictor.dtype)
-            proba = expand_proba(predictor.head.predict_proba(features), predictor.head.classes_,
-                                 len(predictor.class_names))
+            proba = class_probabilities(predictor.head, features, len(predictor.class_names))
             for path, row in zip(readable, proba):
                 best = int(row.argmax())
                 predictions.append(Prediction(str(path), predictor.class_names[best], float(row[best])))

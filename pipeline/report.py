@@ -19,7 +19,7 @@ from sklearn import metrics as skm  # noqa: E402
 
 from features import FeatureStore, load_pixels  # noqa: E402
 from pipeline.config import BACKBONE  # noqa: E402
-from pipeline.leaderboard import markdown_table, table_cells, to_markdown  # noqa: E402
+from pipeline.leaderboard import markdown_table, pairwise_cells, table_cells, to_markdown  # noqa: E402
 from pipeline.runs import METRICS_FILE, PREDICTIONS_FILE  # noqa: E402
 from pipeline.stats import ECE_BINS  # noqa: E402
 
@@ -164,8 +164,6 @@ def write_report(store: FeatureStore, board: dict, runs: Path) -> Path:
 
     header, body = table_cells(board["rows"])
     settings = settings_rows(store)
-    pair_rows = [[p["a"], p["b"], str(p["a_only"]), str(p["b_only"]), f"{p['p']:.4f}", p["test"]]
-                 for p in board["pairwise"]]
     figures = [confusion_figure(h, head_metrics[h]["confusion_matrix"], store.class_names) for h in heads]
     gallery_html = "".join(
         f"<figure>{_img(g['image'], g['path']) if g['image'] else '(photo moved)'}<figcaption>"
@@ -184,7 +182,7 @@ def write_report(store: FeatureStore, board: dict, runs: Path) -> Path:
 the top head; * differs at p &lt; 0.05, ~ cannot be told apart.</p>
 <h2>Chosen head</h2><p>{html.escape(board['chosen']['why'])}</p>{test_html}
 <h2>Pairwise McNemar tests</h2>
-{_table(["head A", "head B", "A right, B wrong", "B right, A wrong", "p", "test"], pair_rows)}
+{_table(*pairwise_cells(board["pairwise"]))}
 <h2>Curves</h2><div class="figs">{_img(roc, "ROC curves")}{_img(pr, "precision-recall curves")}
 {_img(reliability_figure(predictions), "reliability diagram")}{_img(cost_figure(board['rows']), "accuracy against fit time")}</div>
 <h2>Confusion matrices</h2><div class="figs">{"".join(_img(f, "confusion matrix") for f in figures)}</div>

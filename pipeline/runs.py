@@ -109,6 +109,6 @@ def hash_folder(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def predict_store_rows(run: Run, features: np.ndarray, n_classes: int) -> np.ndarray:
-    """Probabilities over all classes for feature rows, from a loaded run."""
-    return expand_proba(run.head.predict_proba(features), run.head.classes_, n_classes)
+def class_probabilities(head: Head, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """Shape (n_rows, n_classes): a fitted head's probabilities placed over every class."""
+    return expand_proba(head.predict_proba(features), head.classes_, n_classes)
