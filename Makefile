@@ -7,7 +7,11 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?=
 PASSES ?= 0
 POOLING ?= avg
-PRECISION ?= fp32
+PRECISION ?= auto
+ENGINE ?= auto
+FAST ?=
+BACKEND ?= local
+SCHEDULER ?=
 SHARD_SIZE ?= 1024
 HEAD ?= logreg
 HEADS ?= all
@@ -20,6 +24,14 @@ OUT ?= model.keras
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+FAST_INSTALLED := $(VENV)/.installed-fast
+DASK_INSTALLED := $(VENV)/.installed-dask
+# The optional OpenVINO engine: installed on FAST=1, and whenever int8 or openvino is asked for.
+NEEDS_FAST := $(or $(FAST),$(filter int8,$(PRECISION)),$(filter openvino,$(ENGINE)))
+# The optional Dask backend: installed on BACKEND=dask.
+RUNTIME := $(INSTALLED) $(if $(NEEDS_FAST),$(FAST_INSTALLED)) $(if $(filter dask,$(BACKEND)),$(DASK_INSTALLED))
+# Where stage one and the heads' search run: BACKEND=dask [SCHEDULER=tcp://host:8786].
+DISTRIBUTE := --backend $(BACKEND) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
 CLI := $(BIN)/python -m pipeline
 
 .DEFAULT_GOAL := help
@@ -30,33 +42,41 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(INSTALLED)
 
+$(FAST_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e ".[test,fast]"
+	touch $(FAST_INSTALLED)
+
+$(DASK_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e ".[test,dask]"
+	touch $(DASK_INSTALLED)
+
 ## Stage one: cache VGG16 features of DATA (default: the built-in digits demo)
 .PHONY: features
-features: $(INSTALLED)
+features: $(RUNTIME)
 	$(CLI) features $(if $(DATA),--data "$(DATA)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
 		--weights "$(WEIGHTS)" --passes $(PASSES) --pooling $(POOLING) --shard-size $(SHARD_SIZE) \
-		--precision $(PRECISION) \
+		--precision $(PRECISION) --engine $(ENGINE) $(DISTRIBUTE) \
 		--cache "$(CACHE)"
 
 ## Stage two: fit HEAD (dense, logreg, svm) on the features and score it
 .PHONY: head
 head: features
-	$(CLI) head --head $(HEAD) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+	$(CLI) head --head $(HEAD) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Fit HEADS (default all) on one extraction and print the leaderboard
 .PHONY: compare
 compare: features
-	$(CLI) compare --heads $(HEADS) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+	$(CLI) compare --heads $(HEADS) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Classify IMAGES (files or folders) with a fitted HEAD
 .PHONY: predict
-predict: $(INSTALLED)
+predict: $(RUNTIME)
 	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
 	$(CLI) predict $(IMAGES) --head $(HEAD) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Package a fitted HEAD for use away from the store: OUT=model.keras (dense) or a folder
 .PHONY: export
-export: $(INSTALLED)
+export: $(RUNTIME)
 	$(CLI) export --head $(HEAD) --out "$(OUT)" --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Re-check a store in full (hashes, rows, labels, splits)
@@ -66,8 +86,13 @@ verify: $(INSTALLED)
 
 ## Run the test suite
 .PHONY: test
-test: $(INSTALLED)
+test: $(FAST_INSTALLED) $(DASK_INSTALLED)
 	$(BIN)/python -m pytest
+
+## Measure extraction paths against the recipe and the CPU's ceilings; writes bench/results/
+.PHONY: bench
+bench: $(FAST_INSTALLED)
+	$(BIN)/python bench/extraction.py
 
 ## Delete cached features and fitted heads (the demo images and .venv stay)
 .PHONY: clean
@@ -81,6 +106,6 @@ help:
 	@awk '/^## /{doc=substr($$0,4); next} /^[a-z]+:/ && doc {split($$1,t,":"); printf "  %-9s %s\n", t[1], doc; doc=""}' $(MAKEFILE_LIST)
 	@echo "Variables (current value):"
 	@echo "  DATA=$(DATA)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  PASSES=$(PASSES)  POOLING=$(POOLING)"
-	@echo "  PRECISION=$(PRECISION)"
+	@echo "  PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)  BACKEND=$(BACKEND)  SCHEDULER=$(SCHEDULER)"
 	@echo "  SHARD_SIZE=$(SHARD_SIZE)  HEAD=$(HEAD)  HEADS=$(HEADS)  CACHE=$(CACHE)  RUNS=$(RUNS)"
 	@echo "  STORE=$(STORE)  IMAGES=$(IMAGES)  OUT=$(OUT)"

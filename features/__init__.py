@@ -4,6 +4,7 @@ from features.augment import AugmentConfig
 from features.backbone import FeatureExtractor, Weights, build_backbone, resolve_weights
 from features.dataset import Dataset, SourceFile, scan_dataset
 from features.errors import FeatureError
+from features.engines import build_engine
 from features.extract import ExtractConfig, ExtractResult, extract, plan_shards
 from features.images import load_pixels
 from features.store import FeatureStore, Shard, StoreWriter
@@ -11,5 +12,5 @@ from features.store import FeatureStore, Shard, StoreWriter
 __all__ = [
     "AugmentConfig", "Dataset", "ExtractConfig", "ExtractResult", "FeatureError",
     "FeatureExtractor", "FeatureStore", "Shard", "SourceFile", "StoreWriter", "Weights",
-    "build_backbone", "extract", "load_pixels", "plan_shards", "resolve_weights", "scan_dataset",
+    "build_backbone", "build_engine", "extract", "load_pixels", "plan_shards", "resolve_weights", "scan_dataset",
 ]

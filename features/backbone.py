@@ -16,7 +16,7 @@ from keras.src.applications.vgg16 import WEIGHTS_PATH_NO_TOP
 from features.errors import FeatureError
 
 POOLINGS = ("none", "avg", "max")
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_IMAGE_SIZE = 32
@@ -99,7 +99,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 
 def resolve_precision(precision: str) -> str:
-    """``fp32`` or ``bf16``; ``auto`` becomes the fastest this CPU runs natively."""
+    """``fp32``, ``bf16`` or ``int8``; ``auto`` becomes the fastest float this CPU runs natively."""
     if precision not in PRECISIONS:
         raise FeatureError(f"--precision must be one of {', '.join(PRECISIONS)}. Received: {precision}")
     return native_precision(cpu_flags()) if precision == "auto" else precision
@@ -124,9 +124,12 @@ def build_backbone(image_size: int, pooling: str, weights: Weights, seed: int = 
         raise FeatureError(f"--image-size must be at least {MIN_IMAGE_SIZE}. Received: {image_size}")
     if pooling not in POOLINGS:
         raise FeatureError(f"--pooling must be one of {', '.join(POOLINGS)}. Received: {pooling}")
+    precision = resolve_precision(precision)
+    if precision not in KERAS_POLICIES:
+        raise FeatureError(f"Keras runs the VGG16 base in {' or '.join(KERAS_POLICIES)}, not {precision}.")
     keras.utils.set_random_seed(seed)  # random weights are reproducible
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(KERAS_POLICIES[resolve_precision(precision)])
+    keras.config.set_dtype_policy(KERAS_POLICIES[precision])
     try:
         model = vgg16.VGG16(
             include_top=False,

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
-import tensorflow as tf
 
 from features.augment import AugmentConfig, Augmenter, batch_seed
-from features.backbone import FeatureExtractor, Weights, build_backbone, feature_shape
+from features.backbone import Weights, feature_shape
+from features.calibration import ensure_int8_model
 from features.dataset import Dataset
+from features.engines import build_engine
 from features.errors import FeatureError
 from features.images import describe_error, load_pixels
 from features.store import Shard, StoreWriter
 
 DTYPES = ("float32", "float16")
+DECODE_BATCHES = 8  # batches decoded together before the engine runs on them
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,9 @@ class ExtractConfig:
     shard_size: int = 1024
     batch_size: int = 32
     dtype: str = "float32"
-    precision: str = "fp32"  # arithmetic of the convnet: fp32 or bf16 (resolved, never "auto")
+    precision: str = "fp32"  # arithmetic of the convnet: fp32, bf16 or int8 (resolved, never "auto")
+    engine: str = "keras"  # what runs it: keras or openvino (resolved, never "auto")
+    calibration_images: int = 300  # int8 only: training images the quantization is calibrated on
     seed: int = 0
     max_bad: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -54,68 +60,91 @@ def plan_shards(dataset: Dataset, passes: int, shard_size: int) -> list[Shard]:
     return plan
 
 
-def _decoded_images(dataset: Dataset, shards: list[Shard], image_size: int) -> Iterator:
-    """(pixels, error) for every source of every shard, in order, decoded in parallel."""
-    paths = [str(dataset.root / source.path) for source in dataset.sources]
-
+def decode_sources(dataset: Dataset, indices: list[int], image_size: int,
+                   pool: ThreadPoolExecutor) -> list[tuple[np.ndarray | None, str]]:
+    """(pixels, "") or (None, reason) for each source, in order, decoded on ``pool``'s threads
+    (Pillow releases the GIL while it decodes and resizes)."""
     def decode(index):
         try:
-            return load_pixels(paths[int(index)], image_size), b""
+            return load_pixels(dataset.root / dataset.sources[index].path, image_size), ""
         except Exception as error:  # any undecodable file is skipped with its reason
-            return np.zeros((image_size, image_size, 3), np.uint8), describe_error(error).encode()
+            return None, describe_error(error)
 
-    order = np.array([i for shard in shards for i in shard.sources], dtype=np.int64)
-    images = tf.data.Dataset.from_tensor_slices(order).map(
-        lambda i: tf.numpy_function(decode, [i], (tf.uint8, tf.string)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-    )
-    return images.prefetch(256).as_numpy_iterator()
+    return list(pool.map(decode, indices))
+
+
+@dataclass
+class ShardRows:
+    """One computed shard, ready to write: aligned arrays plus the files it had to skip."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    skipped: dict[str, str]
+
+
+def make_engine(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: StoreWriter, log=print):
+    """The engine for ``config``; for int8, calibrated first unless the store already holds the model."""
+    int8_model = ensure_int8_model(writer, dataset, config, weights, log) if config.precision == "int8" else None
+    return build_engine(config.image_size, config.pooling, weights, config.seed, config.precision,
+                        config.engine, config.batch_size, int8_model)
 
 
 def extract(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: StoreWriter,
-            on_images: Callable[[int], None] = lambda n: None) -> ExtractResult:
+            on_images: Callable[[int], None] = lambda n: None, log=print, engine=None) -> ExtractResult:
     """Compute every shard that ``writer``'s store still lacks, then mark it complete.
 
     ``on_images(n)`` is called as each batch of ``n`` images is done (for progress).
+    ``engine`` (from ``make_engine``) is built here when not given.
     """
     if config.dtype not in DTYPES:
         raise FeatureError(f"--dtype must be one of {', '.join(DTYPES)}. Received: {config.dtype}")
     plan = plan_shards(dataset, config.passes, config.shard_size)
     todo = [shard for shard in plan if shard.name not in writer.done()]
     if todo:
-        extractor = FeatureExtractor(build_backbone(config.image_size, config.pooling, weights, config.seed,
-                                                    config.precision))
+        engine = engine or make_engine(dataset, config, weights, writer, log)
         augmenter = Augmenter(config.augment)
-        decoded = _decoded_images(dataset, todo, config.image_size)
         for shard in todo:
-            _extract_shard(dataset, shard, decoded, extractor, augmenter, config, writer, on_images)
+            rows = compute_shard(dataset, shard, engine, augmenter, config, on_images)
+            writer.write_shard(shard, rows.features, rows.labels, rows.sources, rows.skipped)
     _check_usable(dataset, writer.manifest, config.max_bad)
     writer.finish()
     return ExtractResult(len(todo), len(plan) - len(todo))
 
 
-def _extract_shard(dataset, shard, decoded, extractor, augmenter, config, writer, on_images):
+def compute_shard(dataset: Dataset, shard: Shard, engine, augmenter: Augmenter, config: ExtractConfig,
+                  on_images: Callable[[int], None] = lambda n: None) -> ShardRows:
+    """Features of one shard's sources, with the files that could not be read.
+
+    Images are decoded ``DECODE_BATCHES`` batches at a time on every core, then run through
+    the engine: the two take turns rather than overlap, because a decoder competing for the
+    cores slowed OpenVINO by a third here, more than decoding costs on its own.
+    """
     features, sources, skipped = [], [], {}
     batches = [shard.sources[i:i + config.batch_size]
                for i in range(0, len(shard.sources), config.batch_size)]
-    for batch_number, batch in enumerate(batches):
-        pixels, errors = zip(*(next(decoded) for _ in batch))
-        images = np.stack(pixels).astype(np.float32)
-        if shard.pass_index > 0:
-            images = augmenter(images, batch_seed(config.seed, shard.pass_index, shard.number, batch_number))
-        good = [i for i, error in enumerate(errors) if not error]
-        for i, error in enumerate(errors):
-            if error:
-                skipped[dataset.sources[batch[i]].path] = error.decode()
-        if good:
-            features.append(extractor(images[good]))
-            sources += [batch[i] for i in good]
-        on_images(len(batch))
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for first in range(0, len(batches), DECODE_BATCHES):
+            chunk = batches[first:first + DECODE_BATCHES]
+            decoded = iter(decode_sources(dataset, [i for batch in chunk for i in batch], config.image_size, pool))
+            for batch_number, batch in enumerate(chunk, start=first):
+                pixels = [next(decoded) for _ in batch]
+                good = [i for i, (image, _) in enumerate(pixels) if image is not None]
+                skipped.update({dataset.sources[batch[i]].path: reason
+                                for i, (image, reason) in enumerate(pixels) if image is None})
+                if good:
+                    images = np.stack([pixels[i][0] for i in good]).astype(np.float32)
+                    if shard.pass_index > 0:
+                        images = augmenter(images, batch_seed(config.seed, shard.pass_index, shard.number,
+                                                              batch_number))
+                    features.append(engine(images))
+                    sources += [batch[i] for i in good]
+                on_images(len(batch))
     shape = feature_shape(config.image_size, config.pooling)
     rows = np.concatenate(features) if features else np.zeros((0, *shape), np.float32)
     source_array = np.asarray(sources, dtype=np.int64)
     labels = np.asarray([dataset.sources[i].label for i in sources], dtype=np.int32)
-    writer.write_shard(shard, rows.astype(config.dtype), labels, source_array, skipped)
+    return ShardRows(rows.astype(config.dtype), labels, source_array, skipped)
 
 
 def _check_usable(dataset: Dataset, manifest: dict, max_bad: float) -> None:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,11 @@ class StoreWriter:
         """Resume the store in ``folder`` if its manifest matches ``header``, else start it."""
         folder = Path(folder)
         make_store_folder(folder)
-        for leftover in folder.rglob(f".*{TEMPORARY_MARK}*"):  # from a killed writer
-            leftover.unlink()
+        for leftover in list(folder.rglob(f".*{TEMPORARY_MARK}*")):  # from a killed writer
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink(missing_ok=True)
         existing = folder / MANIFEST
         if existing.exists():
             manifest = json.loads(existing.read_text())
@@ -125,28 +129,23 @@ class StoreWriter:
 
     def write_shard(self, shard: Shard, features: np.ndarray, labels: np.ndarray,
                     sources: np.ndarray, skipped: dict[str, str]) -> None:
-        """Write the shard's three arrays, then record them (and new skips) in the manifest.
+        """Write the shard's three arrays, then record them (and new skips) in the manifest."""
+        self.record_shard(write_shard_files(self.folder, self.manifest, shard, features, labels, sources), skipped)
 
-        Refuses rows that do not line up with the manifest's sources (see ``shard_problems``).
+    def record_shard(self, entry: dict, skipped: dict[str, str], save: bool = True) -> None:
+        """Add a shard whose files are written (``write_shard_files``' entry) to the manifest.
+
+        ``save=False`` leaves the manifest file for a later ``save_manifest``, so that many
+        shards finished together cost one rewrite.
         """
-        problems = shard_problems(self.manifest, shard.split, features, labels, sources)
-        if problems:
-            raise FeatureError(f"Refusing to write misaligned shard {shard.name}: {problems[0]}")
-        hashes = {}
-        for array_name, array in zip(ARRAYS, (features, labels, sources)):
-            payload = _npy_bytes(array)
-            hashes[array_name] = hashlib.sha256(payload).hexdigest()
-            atomic_write_bytes(array_path(self.folder, shard.name, array_name), payload)
-        self.manifest["shards"].append({
-            "name": shard.name, "split": shard.split, "pass": shard.pass_index,
-            "rows": int(len(labels)), "sha256": hashes,
-        })
-        known = {entry["path"] for entry in self.manifest["skipped"]}
+        self.manifest["shards"].append(entry)
+        known = {item["path"] for item in self.manifest["skipped"]}
         self.manifest["skipped"] += [
             {"path": path, "reason": reason} for path, reason in sorted(skipped.items())
             if path not in known
         ]
-        self.save_manifest()
+        if save:
+            self.save_manifest()
 
     def finish(self) -> None:
         self.manifest["complete"] = True
@@ -155,6 +154,24 @@ class StoreWriter:
     def save_manifest(self) -> None:
         payload = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
         atomic_write_bytes(self.folder / MANIFEST, payload)
+
+
+def write_shard_files(folder: Path, manifest: dict, shard: Shard, features: np.ndarray,
+                      labels: np.ndarray, sources: np.ndarray) -> dict:
+    """Write one shard's arrays atomically; return its manifest entry (rows and sha256s).
+
+    Refuses rows that do not line up with the manifest's sources (see ``shard_problems``).
+    """
+    problems = shard_problems(manifest, shard.split, features, labels, sources)
+    if problems:
+        raise FeatureError(f"Refusing to write misaligned shard {shard.name}: {problems[0]}")
+    hashes = {}
+    for array_name, array in zip(ARRAYS, (features, labels, sources)):
+        payload = _npy_bytes(array)
+        hashes[array_name] = hashlib.sha256(payload).hexdigest()
+        atomic_write_bytes(array_path(Path(folder), shard.name, array_name), payload)
+    return {"name": shard.name, "split": shard.split, "pass": shard.pass_index,
+            "rows": int(len(labels)), "sha256": hashes}
 
 
 def shard_problems(manifest: dict, split: str, features, labels, sources) -> list[str]:
@@ -230,18 +247,60 @@ class FeatureStore:
         return arrays
 
     def split_arrays(self, split: str, passes: bool = True) -> dict[str, np.ndarray]:
-        """All rows of ``split`` (every pass unless ``passes`` is False), concatenated.
+        """All rows of ``split`` (every pass unless ``passes`` is False), loaded into memory.
 
         Returns ``features`` (float32), ``labels``, ``sources`` and ``passes`` arrays.
         """
+        rows = self.split_rows(split, passes)
+        return {**rows, "features": np.asarray(rows["features"])}
+
+    def split_rows(self, split: str, passes: bool = True) -> dict:
+        """Like ``split_arrays``, but ``features`` stay in their memory-mapped shard files
+        (a ``ShardedFeatures``); labels, sources and passes are small and loaded."""
         entries = [e for e in self.manifest["shards"]
                    if e["split"] == split and (passes or e["pass"] == 0)]
         if not entries:
             raise FeatureError(f"The store {self.folder} has no '{split}' rows.")
         parts = [self.load_shard(entry) for entry in entries]
         return {
-            "features": np.concatenate([p["features"] for p in parts]).astype(np.float32),
+            "features": ShardedFeatures([p["features"] for p in parts]),
             "labels": np.concatenate([p["labels"] for p in parts]).astype(np.int64),
             "sources": np.concatenate([p["sources"] for p in parts]).astype(np.int64),
             "passes": np.concatenate([np.full(e["rows"], e["pass"]) for e in entries]),
         }
+
+
+class ShardedFeatures:
+    """Feature rows spread over memory-mapped shard arrays, read only where asked.
+
+    ``features[rows]`` gathers rows by an array of global indices; ``blocks()`` yields one
+    shard at a time; ``np.asarray`` loads everything as float32.
+    """
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.concatenate(self.parts).astype(dtype or np.float32)
+
+    def blocks(self):
+        for part in self.parts:
+            yield np.asarray(part, dtype=np.float32)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (global indices, any order) as one float32 array."""
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for part in np.unique(part_of):
+            where = np.flatnonzero(part_of == part)
+            local = rows[where] - self.offsets[part]
+            order = np.argsort(local)  # ascending reads are kind to the page cache
+            out[where[order]] = self.parts[part][local[order]]
+        return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.calibration import int8_problems
 from features.dataset import Dataset, SourceFile
 from features.extract import plan_shards
 from features.store import ARRAYS, MANIFEST, array_path, shard_problems
@@ -25,7 +26,8 @@ def verify_store(folder: Path, manifest: dict) -> list[str]:
 
     Checks each shard file's sha256 and row count, that every row's label is its source
     file's class and its source is in the shard's split, that the files on disk are the
-    manifest's, and that each split and pass holds every readable source exactly once.
+    manifest's, that each split and pass holds every readable source exactly once, and
+    that an int8 store's calibrated model is the one recorded.
     """
     problems = []
     skipped = {entry["path"] for entry in manifest["skipped"]}
@@ -53,6 +55,7 @@ def verify_store(folder: Path, manifest: dict) -> list[str]:
 
     problems += _coverage_problems(manifest, seen, skipped)
     problems += _file_list_problems(folder, manifest)
+    problems += int8_problems(folder, manifest)
     return problems
 
 

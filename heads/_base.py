@@ -39,16 +39,26 @@ class Head:
         return X
 
 
+def feature_blocks(X):
+    """``X`` a block at a time: one per shard of a store's ``ShardedFeatures``, else whole."""
+    return X.blocks() if hasattr(X, "blocks") else [X]
+
+
 def check_training_data(X, y) -> tuple[np.ndarray, np.ndarray]:
-    """Features as float32 (n_samples, ...) and labels as int (n_samples,), checked."""
-    X = np.asarray(X, dtype=np.float32)
+    """Features as float32 (n_samples, ...) and labels as int (n_samples,), checked.
+
+    Memory-mapped store features (anything with ``blocks()``) are checked block by block
+    and returned as they are, not loaded.
+    """
+    if not hasattr(X, "blocks"):
+        X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     if X.ndim < 2 or y.ndim != 1 or len(X) != len(y):
         raise HeadError(f"Expected X of shape (n_samples, ...) and y of shape (n_samples,). "
                         f"Received: X {X.shape}, y {y.shape}")
     if len(np.unique(y)) < 2:
         raise HeadError(f"Need at least two classes to fit a head. Received: {np.unique(y).tolist()}")
-    if not np.isfinite(X).all():
+    if not all(np.isfinite(block).all() for block in feature_blocks(X)):
         raise HeadError("Features contain NaN or infinity; the store is damaged. Run `verify`.")
     return X, y
 

@@ -48,16 +48,18 @@ class DenseHead(Head):
         self.seed = seed
 
     def fit(self, X, y, groups=None) -> "DenseHead":
+        """``X`` may be an array or a store's memory-mapped ``ShardedFeatures``: rows are
+        gathered a batch at a time, so the features need not fit in memory."""
         X, y = check_training_data(X, y)
         keras.utils.set_random_seed(self.seed)
         self.classes_, y_index = np.unique(y, return_inverse=True)
-        self.feature_shape_ = X.shape[1:]
+        self.feature_shape_ = tuple(X.shape[1:])
         fit_rows, stop_rows = self._holdout_split(len(X), groups)
-        self.model_ = self._build(X[fit_rows], len(self.classes_))
+        self.model_ = self._build(*_moments(X, fit_rows), len(self.classes_))
         history = self.model_.fit(
-            X[fit_rows], y_index[fit_rows],
-            validation_data=(X[stop_rows], y_index[stop_rows]),
-            epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0,
+            _RowBatches(X, y_index, fit_rows, self.batch_size, self.seed),
+            validation_data=_RowBatches(X, y_index, stop_rows, 1024),
+            epochs=self.epochs, verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True)],
         )
@@ -73,13 +75,11 @@ class DenseHead(Head):
         stop = np.isin(groups, stop_groups)
         return np.flatnonzero(~stop), np.flatnonzero(stop)
 
-    def _build(self, X_fit: np.ndarray, n_classes: int) -> keras.Model:
-        normalize = keras.layers.Normalization()
-        normalize.adapt(X_fit.reshape(len(X_fit), -1))
+    def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int) -> keras.Model:
         model = keras.Sequential([
             keras.Input(shape=self.feature_shape_),
             keras.layers.Flatten(),
-            normalize,
+            keras.layers.Normalization(mean=mean, variance=variance),
             keras.layers.Dense(self.units, activation="relu"),
             keras.layers.Dropout(self.dropout),
             keras.layers.Dense(n_classes, activation="softmax"),
@@ -113,3 +113,36 @@ class DenseHead(Head):
         head.epochs_ = state["epochs"]
         head.model_ = keras.saving.load_model(folder / MODEL_FILE)
         return head
+
+
+def _moments(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance of ``X[rows]`` (flattened), read ``block`` rows at a time."""
+    total = squares = 0.0
+    for start in range(0, len(rows), block):
+        part = X[np.sort(rows[start:start + block])].reshape(-1, int(np.prod(X.shape[1:]))).astype(np.float64)
+        total = total + part.sum(axis=0)
+        squares = squares + (part ** 2).sum(axis=0)
+    mean = total / len(rows)
+    return mean, np.maximum(squares / len(rows) - mean ** 2, 0.0)
+
+
+class _RowBatches(keras.utils.PyDataset):
+    """Batches of ``X[rows]`` and their labels, gathered on demand; reshuffled each epoch when seeded."""
+
+    def __init__(self, X, labels: np.ndarray, rows: np.ndarray, batch_size: int, seed: int | None = None):
+        super().__init__()
+        self.X, self.labels, self.batch_size = X, labels, batch_size
+        self.rows = np.array(rows)
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.X[rows], self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        if self.rng is not None:
+            self.rng.shuffle(self.rows)

@@ -16,17 +16,19 @@ class LogRegHead(SklearnHead):
     max_iter : int, lbfgs iterations at most.
     search_space : dict or None, e.g. ``{"C": [0.01, 0.1, 1.0]}``; None fits ``C`` as given.
     cv_folds : int, folds of the search.
+    search_max_samples : int, most training rows the search runs on (whole groups, drawn at random).
     n_jobs : int, joblib workers for the search (-1: all cores).
     """
 
     name = "logreg"
 
     def __init__(self, *, C: float = 1.0, max_iter: int = 2000, search_space: dict | None = None,
-                 cv_folds: int = 3, n_jobs: int = -1):
+                 cv_folds: int = 3, search_max_samples: int = 10000, n_jobs: int = -1):
         self.C = C
         self.max_iter = max_iter
         self.search_space = search_space
         self.cv_folds = cv_folds
+        self.search_max_samples = search_max_samples
         self.n_jobs = n_jobs
 
     def _make_estimator(self, n_samples: int, C: float | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import joblib
@@ -19,8 +20,12 @@ class SklearnHead(Head):
     With a ``search_space`` (head parameter name -> candidate values), ``fit`` first
     picks the candidates with the best cross-validated accuracy on the training rows
     (``GroupKFold`` on ``groups``, so augmented twins of an image share a fold; joblib
-    runs the fits on ``n_jobs`` workers), then fits on all rows with them. The choice
-    is kept as ``best_params_`` and the mean fold accuracy as ``cv_score_``.
+    runs the fits on ``n_jobs`` local workers, or on the Dask cluster while a Dask client
+    is open, as under ``--backend dask``), then fits on all rows with them. The choice
+    is kept as ``best_params_`` and the mean fold accuracy as ``cv_score_``. Beyond
+    ``search_max_samples`` training rows the search runs on whole groups drawn at random
+    (seeded) up to that many rows: the best candidates rarely change with more rows, while
+    the search's cost grows with them; the final fit always uses every row.
     """
 
     def _make_estimator(self, n_samples: int, **overrides):
@@ -32,7 +37,7 @@ class SklearnHead(Head):
         raise NotImplementedError
 
     def fit(self, X, y, groups=None) -> "SklearnHead":
-        X, y = check_training_data(X, y)
+        X, y = check_training_data(np.asarray(X, dtype=np.float32), y)
         self.feature_shape_ = X.shape[1:]
         X = X.reshape(len(X), -1)
         self.best_params_, self.cv_score_ = self._search(X, y, groups) if self.search_space else ({}, None)
@@ -41,16 +46,20 @@ class SklearnHead(Head):
         return self
 
     def _search(self, X, y, groups) -> tuple[dict, float]:
-        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        n_samples = len(y)
+        groups = np.arange(n_samples) if groups is None else np.asarray(groups)
+        rows = search_sample(groups, self.search_max_samples)
+        X, y, groups = X[rows], y[rows], groups[rows]
         smallest_class = np.unique(y, return_counts=True)[1].min()
         folds = min(self.cv_folds, len(np.unique(groups)), smallest_class)
         if folds < 2:
             raise HeadError(f"Too few training images per class for a {self.cv_folds}-fold search; "
                             "pass --no-search.")
-        estimator, grid, names = self._search_grid(len(y))
+        estimator, grid, names = self._search_grid(n_samples)  # the solver the final fit will use
         search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring="accuracy",
                               n_jobs=self.n_jobs, refit=False)
-        search.fit(X, y, groups=groups)
+        with _search_backend():
+            search.fit(X, y, groups=groups)
         best = {names[key]: value for key, value in search.best_params_.items()}
         return best, float(search.best_score_)
 
@@ -68,3 +77,22 @@ class SklearnHead(Head):
     @classmethod
     def load(cls, folder: Path) -> "SklearnHead":
         return joblib.load(Path(folder) / MODEL_FILE)
+
+
+def search_sample(groups: np.ndarray, max_samples: int, seed: int = 0) -> np.ndarray:
+    """Indices of all rows, or of whole groups drawn at random up to about ``max_samples`` rows."""
+    if len(groups) <= max_samples:
+        return np.arange(len(groups))
+    unique = np.random.default_rng(seed).permutation(np.unique(groups))
+    chosen = unique[:max(2, len(unique) * max_samples // len(groups))]
+    return np.flatnonzero(np.isin(groups, chosen))
+
+
+def _search_backend():
+    """joblib's ``dask`` backend while a Dask client is open, else joblib's default (local)."""
+    try:
+        from distributed import default_client
+        default_client()
+    except (ImportError, ValueError):  # Dask not installed, or no client open
+        return nullcontext()
+    return joblib.parallel_config(backend="dask")

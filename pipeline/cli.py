@@ -23,6 +23,22 @@ NoSearchOption = Annotated[bool, typer.Option(
     "--no-search", help="Skip the cross-validated hyperparameter search of scikit-learn heads.")]
 StoreOption = Annotated[str, typer.Option(
     help="Store to use: 'latest' (the last `features` run), a store key, or a store folder.")]
+SchedulerOption = Annotated[Optional[str], typer.Option(
+    help="With --backend dask: the address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786. "
+         "Unset: a LocalCluster of worker processes on this machine.")]
+
+
+class Backend(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+ExtractBackendOption = Annotated[Backend, typer.Option(
+    help="Where shards are computed: local (this process), or dask (one task per shard on a Dask "
+         "cluster, see --scheduler; the optional extra: pip install '.[dask]').")]
+SearchBackendOption = Annotated[Backend, typer.Option(
+    help="Where the scikit-learn heads' cross-validated search runs: local (this machine's cores), "
+         "or dask (a Dask cluster, see --scheduler; the optional extra: pip install '.[dask]').")]
 
 
 class Pooling(str, Enum):
@@ -39,7 +55,14 @@ class Dtype(str, Enum):
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
+    int8 = "int8"
     auto = "auto"
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    keras = "keras"
+    openvino = "openvino"
 
 
 class OutputFormat(str, Enum):
@@ -110,16 +133,25 @@ def features(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
     dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
     precision: Annotated[Precision, typer.Option(
-        help="Convnet arithmetic: fp32, bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX), or "
-             "auto (bf16 where the CPU has it natively).")] = Precision.fp32,
+        help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
+             "int8 (about 4x, OpenVINO, calibrated once per store on --calibration-images "
+             "training images); auto: bf16 where the CPU has it natively, else fp32.")] = Precision.auto,
+    engine: Annotated[Engine, typer.Option(
+        help="What runs the convnet: keras, openvino (the optional fast extra: "
+             "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = Engine.auto,
+    calibration_images: Annotated[int, typer.Option(
+        min=1, help="int8 only: training images the quantization is calibrated on.")] = 300,
     seed: Annotated[int, typer.Option(help="Seeds augmentation (and random weights).")] = 0,
     max_bad: Annotated[float, typer.Option(
         help="Fail when more than this share of files is unreadable.")] = 0.01,
+    backend: ExtractBackendOption = Backend.local,
+    scheduler: SchedulerOption = None,
     cache: CacheOption = config.CACHE_DIR,
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
     from features import ExtractConfig, scan_dataset
     from features.backbone import resolve_precision
+    from features.engines import resolve_engine
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
 
@@ -130,12 +162,15 @@ def features(
     dataset = scan_dataset(data, val_fraction)
     for warning in dataset.warnings:
         say(f"warning: {warning}")
+    arithmetic = resolve_precision(precision.value)
     settings = ExtractConfig(
         image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
-        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value,
-        precision=resolve_precision(precision.value), seed=seed, max_bad=max_bad)
+        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, precision=arithmetic,
+        engine=resolve_engine(engine.value, arithmetic), calibration_images=calibration_images,
+        seed=seed, max_bad=max_bad)
     try:
-        store = build_store(dataset, settings, weights, cache, log=say)
+        store = build_store(dataset, settings, weights, cache, log=say, backend=backend.value,
+                            scheduler=scheduler)
     except KeyboardInterrupt:
         say("Interrupted: every finished shard is saved. Run the same command again to resume.")
         raise typer.Exit(code=130) from None
@@ -151,11 +186,14 @@ def head(
     param: Annotated[Optional[list[str]], typer.Option(
         help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
     no_search: NoSearchOption = False,
+    backend: SearchBackendOption = Backend.local,
+    scheduler: SchedulerOption = None,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
 ):
     """Stage two: fit one head on cached features and score it on the validation split."""
+    from features.distributed import backend_client
     from heads import head_class, parse_params
     from pipeline.runs import fit_run
     from pipeline.stores import open_store
@@ -163,7 +201,8 @@ def head(
     params = parse_params(head_class(head), param or [])
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
-    run = fit_run(feature_store, head, params, runs, search=not no_search)
+    with backend_client(backend.value, scheduler):
+        run = fit_run(feature_store, head, params, runs, search=not no_search)
     m = run.metrics
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
         f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
@@ -177,6 +216,8 @@ def head(
 def compare(
     heads: Annotated[str, typer.Option(help="Comma-separated heads to fit, or 'all'.")] = "all",
     no_search: NoSearchOption = False,
+    backend: SearchBackendOption = Backend.local,
+    scheduler: SchedulerOption = None,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
@@ -186,6 +227,7 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
+    from features.distributed import backend_client
     from heads import HEADS, head_class
     from pipeline.compare import compare_heads
     from pipeline.leaderboard import compact_cells
@@ -197,7 +239,8 @@ def compare(
         head_class(name)
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
-    board = compare_heads(feature_store, names, runs, search=not no_search, log=say)
+    with backend_client(backend.value, scheduler):
+        board = compare_heads(feature_store, names, runs, search=not no_search, log=say)
 
     header, body = compact_cells(board["rows"])
     table = Table(title=f"store {feature_store.key}: {board['validation_images']} validation images")

@@ -2,9 +2,11 @@
 
 - dense: one Keras model, raw RGB images (0-255, any size) in, class probabilities out:
   Resizing -> VGG16 preprocessing (as a fixed 1x1 convolution) -> VGG16 base -> head.
+  The base runs in the store's precision, float32 for an int8 store (Keras has no int8 VGG16).
   A ``<name>.classes.json`` beside it lists the class names in output order.
 - scikit-learn heads: a folder, ``export.json`` (backbone settings, weights, class names,
-  sha256 of the head files) and ``model/``, which ``predict --export`` loads.
+  sha256 of the head files) and ``model/`` (plus ``int8/``, the calibrated base, for an
+  int8 store), which ``predict --export`` loads.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import keras
 import numpy as np
 
 from features import FeatureStore, build_backbone
+from features.calibration import INT8_DIR, MODEL_FILE, model_hashes
 from heads import DenseHead, HeadError, head_class
-from pipeline.predict import BACKBONE_SETTINGS, Predictor, recorded_weights
+from pipeline.predict import Predictor, backbone_settings, recorded_weights
 from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import write_json
 
@@ -48,11 +51,15 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(run.folder / MODEL_DIR, out / MODEL_DIR)
-    write_json(out / EXPORT_FILE, {
+    info = {
         "head": run.info["head"], "store_key": store.key, "backbone": predictor.backbone,
         "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
         "model_sha256": hash_folder(out / MODEL_DIR),
-    })
+    }
+    if predictor.int8_model:  # the calibrated base travels with the head
+        shutil.copytree(predictor.int8_model.parent, out / INT8_DIR)
+        info["int8_sha256"] = model_hashes(out / INT8_DIR)
+    write_json(out / EXPORT_FILE, info)
     return out
 
 
@@ -60,8 +67,9 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
     if out.suffix != ".keras":
         raise HeadError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
     size = predictor.backbone["image_size"]
+    precision = "fp32" if predictor.backbone["precision"] == "int8" else predictor.backbone["precision"]
     base = build_backbone(size, predictor.backbone["pooling"], recorded_weights(predictor.weights, weights_override),
-                          predictor.backbone["seed"], predictor.backbone["precision"])
+                          predictor.backbone["seed"], precision)
     images = keras.Input(shape=(None, None, 3), name="rgb_0_255")
     x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
     x = base(vgg16_preprocessing_layer()(x))
@@ -86,6 +94,12 @@ def load_export(folder: Path) -> Predictor:
     if hash_folder(folder / MODEL_DIR) != info["model_sha256"]:
         raise HeadError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
                         "export it again.")
+    int8_model = None
+    if "int8_sha256" in info:
+        if not (folder / INT8_DIR).is_dir() or model_hashes(folder / INT8_DIR) != info["int8_sha256"]:
+            raise HeadError(f"The int8 model in {folder / INT8_DIR} is missing or differs from {EXPORT_FILE}; "
+                            "export it again.")
+        int8_model = folder / INT8_DIR / MODEL_FILE
     head = head_class(info["head"]).load(folder / MODEL_DIR)
-    return Predictor({k: info["backbone"][k] for k in BACKBONE_SETTINGS}, info["dtype"], info["weights"],
-                     info["class_names"], head)
+    return Predictor(backbone_settings(info["backbone"]), info["dtype"], info["weights"],
+                     info["class_names"], head, int8_model)

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from features import FeatureError, FeatureExtractor, FeatureStore, Weights, build_backbone, load_pixels
+from features import FeatureError, FeatureStore, Weights, build_engine, load_pixels
 from features.backbone import file_sha256, resolve_weights
+from features.calibration import int8_model_path, int8_problems
 from features.dataset import is_image_name
 from features.images import describe_error
 from heads import Head
 from pipeline.runs import Run, class_probabilities
 
-BATCH_SIZE = 32
-BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision")
+BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size")
+# What a store written before an engine was chosen ran with.
+BACKBONE_DEFAULTS = {"precision": "fp32", "engine": "keras", "batch_size": 32}
 
 
 @dataclass
@@ -30,18 +32,30 @@ class Prediction:
 class Predictor:
     """Everything `predict` needs: backbone settings, recorded weights, class names and a head."""
 
-    backbone: dict  # image_size, pooling, seed, precision
+    backbone: dict  # BACKBONE_SETTINGS
     dtype: str
     weights: dict  # identity, path (as recorded at extraction)
     class_names: list[str]
     head: Head
+    int8_model: Path | None = None  # the store's calibrated model, for int8
 
     @classmethod
     def from_run(cls, store: FeatureStore, run: Run) -> "Predictor":
-        config = store.manifest["config"]
-        return cls({k: config[k] for k in BACKBONE_SETTINGS}, store.manifest["dtype"],
+        int8_model = None
+        if "int8" in store.manifest:
+            problems = int8_problems(store.folder, store.manifest)
+            if problems:
+                raise FeatureError(f"Cannot predict with store {store.key}: {problems[0]}. "
+                                   "Run `features` again with the same settings.")
+            int8_model = int8_model_path(store.folder)
+        return cls(backbone_settings(store.manifest["config"]), store.manifest["dtype"],
                    {k: store.manifest["weights"][k] for k in ("identity", "path")},
-                   store.class_names, run.head)
+                   store.class_names, run.head, int8_model)
+
+
+def backbone_settings(config: dict) -> dict:
+    """The settings that decide how an image becomes features, from a store's recorded config."""
+    return {k: config.get(k, BACKBONE_DEFAULTS.get(k)) for k in BACKBONE_SETTINGS}
 
 
 def expand_image_paths(items: list[Path]) -> list[Path]:
@@ -83,12 +97,13 @@ def _find_recorded(recorded: dict) -> Weights:
 
 def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:
     """One prediction per path, in order; unreadable files get an ``error`` instead."""
-    size = predictor.backbone["image_size"]
-    extractor = FeatureExtractor(build_backbone(size, predictor.backbone["pooling"], weights,
-                                                predictor.backbone["seed"], predictor.backbone["precision"]))
+    settings = predictor.backbone
+    size, batch_size = settings["image_size"], settings["batch_size"]
+    extractor = build_engine(size, settings["pooling"], weights, settings["seed"], settings["precision"],
+                             settings["engine"], batch_size, predictor.int8_model)
     predictions = []
-    for start in range(0, len(paths), BATCH_SIZE):
-        batch = paths[start:start + BATCH_SIZE]
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
         pixels, readable = [], []
         for path in batch:
             try:

@@ -45,11 +45,12 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     With ``search``, a scikit-learn head first tunes itself on the training rows over its
     space in ``config.SEARCH_SPACES``, less any parameter given in ``params``.
     """
-    space = {k: v for k, v in SEARCH_SPACES.get(head_name, {}).items() if k not in params}
+    space = {k: v for k, v in SEARCH_SPACES.get(head_name, {}).items()
+             if k not in params and k.removeprefix("linear_") not in params}  # linear_C stands for C
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
     head = create_head(head_name, **params)
-    train = store.split_arrays("train")
+    train = store.split_rows("train")  # the dense head streams it; sklearn heads load it
     validation = store.split_arrays("validation", passes=False)
 
     started = time.perf_counter()

@@ -12,6 +12,7 @@ import keras
 from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
                       extract, plan_shards, resolve_weights, scan_dataset)
 from features.backbone import feature_shape
+from features.distributed import check_backend, extract_on_dask
 from features.lock import StoreLock
 from features.verify import verify_store
 from pipeline.config import LATEST_FILE
@@ -37,11 +38,14 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
 
 
 def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cache: Path,
-                log=print) -> FeatureStore:
+                log=print, backend: str = "local", scheduler: str | None = None) -> FeatureStore:
     """Extract what the store for these inputs lacks, and return it.
 
     The store folder is locked while it is written. A resumed store is fully verified.
+    ``backend="dask"`` computes the shards on the Dask cluster at ``scheduler`` (None: a
+    LocalCluster); the store is the same either way.
     """
+    check_backend(backend, scheduler)
     weights = resolve_weights(weights_spec)
     if weights.warning:
         log(f"warning: {weights.warning}")
@@ -60,7 +64,10 @@ def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cach
         if done:
             log(f"Resuming store {key}: {len(done)} of {len(plan)} shards already written.")
         with progress(todo_images, "features") as advance:
-            result = extract(dataset, config, weights, writer, on_images=advance)
+            if backend == "dask":
+                result = extract_on_dask(dataset, config, weights, writer, scheduler, on_images=advance, log=log)
+            else:
+                result = extract(dataset, config, weights, writer, on_images=advance, log=log)
         log(f"Computed {result.shards_written} shard(s), reused {result.shards_reused}.")
         if done:
             _verify_or_fail(folder, writer.manifest)

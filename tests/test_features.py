@@ -89,8 +89,8 @@ def test_changed_inputs_make_a_new_store(cli, split_folder):
     assert len(keys) == 3
 
 
-def test_features_equal_keras_predict_on_the_same_pixels(cli, split_folder):
-    assert cli(*extract_args(split_folder, cli.cache, "--image-size", "48")).exit_code == 0
+def test_fp32_features_equal_keras_predict_on_the_same_pixels(cli, split_folder):
+    assert cli(*extract_args(split_folder, cli.cache, "--image-size", "48", "--precision", "fp32")).exit_code == 0
     store = only_store(cli.cache)
     rows = store.split_arrays("validation")
     pixels = np.stack([load_pixels(split_folder / path, 48) for path in store.source_paths(rows["sources"])])
@@ -127,7 +127,7 @@ def test_manifest_records_config_classes_files_and_shard_hashes(cli, split_folde
 
 
 def test_bf16_features_are_close_to_fp32_and_keyed_apart(cli, split_folder):
-    assert cli(*extract_args(split_folder, cli.cache, "--image-size", "64")).exit_code == 0
+    assert cli(*extract_args(split_folder, cli.cache, "--image-size", "64", "--precision", "fp32")).exit_code == 0
     result = cli(*extract_args(split_folder, cli.cache, "--image-size", "64", "--precision", "bf16"))
     assert result.exit_code == 0, result.output
     stores = [FeatureStore(p) for p in cli.cache.iterdir() if p.is_dir()]

@@ -41,7 +41,7 @@ def test_head_accepts_unpooled_feature_maps(name):
 def test_svm_chooses_its_solver_by_training_rows():
     X, y = blobs(n_per_class=50)
     assert SVMHead().fit(X, y).solver_ == "SVC(kernel='rbf')"
-    assert SVMHead(rbf_max_samples=100).fit(X, y).solver_ == "LinearSVC"
+    assert SVMHead(rbf_max_samples=100).fit(X, y).solver_ == "LinearSVC(dual=False)"
 
 
 def test_params_are_typed_from_defaults():
@@ -105,3 +105,39 @@ def test_augmented_twins_never_straddle_a_search_fold(monkeypatch):
     groups = np.arange(len(y)) % 45  # each source appears twice, as an augmented pass would
     LogRegHead(search_space={"C": [0.1, 1.0]}, n_jobs=1).fit(X, y, groups=groups)
     assert seen and all(not overlap for overlap in seen)
+
+
+def test_dense_head_trains_from_memory_mapped_shards_without_loading_them(tmp_path):
+    """Rows come from .npy shard files a batch at a time; loading them whole would raise."""
+    from features.store import ShardedFeatures
+
+    class NeverLoaded(ShardedFeatures):
+        def __array__(self, dtype=None, copy=None):
+            raise AssertionError("the dense head loaded every feature row at once")
+
+    X, y = blobs(n_per_class=100)
+    parts = []
+    for number, start in enumerate(range(0, len(X), 70)):  # shards of unequal length
+        np.save(tmp_path / f"shard-{number}.npy", X[start:start + 70])
+        parts.append(np.load(tmp_path / f"shard-{number}.npy", mmap_mode="r"))
+    from_shards = create_head("dense", epochs=5).fit(NeverLoaded(parts), y)
+    from_array = create_head("dense", epochs=5).fit(X, y)
+    np.testing.assert_allclose(from_shards.predict_proba(X), from_array.predict_proba(X), atol=1e-6)
+    assert (from_shards.predict(X) == y).mean() > 0.9
+    np.testing.assert_array_equal(ShardedFeatures(parts)[np.array([250, 3, 140, 69, 70])],
+                                  X[[250, 3, 140, 69, 70]])
+
+
+def test_large_search_runs_on_whole_groups_and_the_linear_svm_tries_linear_C():
+    from heads._sklearn import search_sample
+    groups = np.arange(3000) // 3  # 1,000 images, three passes each
+    rows = search_sample(groups, 600)
+    assert 500 <= len(rows) <= 700 and np.array_equal(rows, search_sample(groups, 600))
+    assert all(np.sum(groups[rows] == g) == 3 for g in np.unique(groups[rows]))  # never a partial image
+    assert len(search_sample(groups[:500], 600)) == 500
+
+    X, y = blobs(n_per_class=100)
+    svm = SVMHead(rbf_max_samples=100, search_max_samples=150, n_jobs=1,
+                  search_space={"C": [5.0, 50.0], "linear_C": [0.01, 0.1]}).fit(X, y)
+    assert svm.solver_ == "LinearSVC(dual=False)" and svm.best_params_["C"] in (0.01, 0.1)
+    assert (svm.predict(X) == y).mean() > 0.9

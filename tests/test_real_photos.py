@@ -48,3 +48,22 @@ def test_bf16_features_drift_little_from_fp32_with_real_weights():
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.999, cosine.min()
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_int8_features_drift_little_from_fp32_with_real_weights():
+    """Calibrated on 64 training photos, checked on 32 others, as a store would be."""
+    from features import build_engine, load_pixels, resolve_weights
+    from features.calibration import quantize_int8
+    from features.engines import OpenVinoEngine, openvino_installed
+
+    if not openvino_installed():
+        pytest.skip("the fast extra (openvino, nncf) is not installed")
+    weights = resolve_weights(str(REAL_WEIGHTS))
+    training = [p for animal in ("cats", "dogs") for p in sorted((CATS_AND_DOGS / "train" / animal).iterdir())[:32]]
+    calibration = np.stack([load_pixels(p, 150) for p in training]).astype("float32")
+    int8 = OpenVinoEngine(quantize_int8(150, "avg", weights, 0, [calibration[:32], calibration[32:]]), "int8")
+    photos = sorted((CATS_AND_DOGS / "validation" / "cats").iterdir())[:32]
+    pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
+    a, b = build_engine(150, "avg", weights, 0, "fp32", "keras", 32)(pixels), int8(pixels)
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.99, cosine.min()

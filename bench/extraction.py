@@ -1,0 +1,350 @@
+"""Stage one's speed against the tutorial recipe and against this machine's ceilings; heads at scale.
+
+Run: make bench  (or .venv/bin/python bench/extraction.py --help)
+
+Measures, in one run, interleaved over repeats (median and min-max):
+- the peak of large matrix products in fp32, bf16 and int8 (the ceilings);
+- images/s of the `model.predict` recipe and of every engine x precision, convnet-only on
+  decoded arrays and end to end (JPEG files in, shards out through `features.extract`);
+- time to fit each head on a 50,000 x 512 store, and peak RSS of extracting 2,000 and
+  20,000 images (each in its own process).
+Prints one table and writes bench/results/<date>-<host>.json. Uses the real weights and
+photos from ../shared when present, random weights and generated JPEGs otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras.applications import vgg16  # noqa: E402
+
+from features import ExtractConfig, StoreWriter, build_engine, extract, load_pixels, resolve_weights, scan_dataset  # noqa: E402
+from features.backbone import build_backbone  # noqa: E402
+from features.calibration import calibration_batches, calibration_sources, quantize_int8  # noqa: E402
+from features.engines import OpenVinoEngine, openvino_installed  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+PHOTOS = SHARED / "data" / "cats_and_dogs_filtered"
+WEIGHTS = SHARED / "weights" / "vgg16_notop.weights.h5"
+PATHS = [("keras", "fp32"), ("keras", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+
+
+def conv_flops(image_size: int) -> float:
+    """Multiply-adds x2 of the VGG16 base's convolutions for one image."""
+    model = build_backbone(image_size, "avg", resolve_weights("none"))
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            total += 2 * h * w * k_h * k_w * c_in * c_out
+    return float(total)
+
+
+def best_rate(run, work: float, repeats: int = 5) -> float:
+    """Work per second of the fastest of ``repeats`` calls (after one warm-up)."""
+    run()
+    fastest = min(_seconds(run) for _ in range(repeats))
+    return work / fastest
+
+
+def _seconds(run) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def ceilings(size: int = 4096) -> dict[str, dict[str, float]]:
+    """Peak G(FL)OP/s per precision and probe: a square matrix product (TensorFlow and OpenVINO)
+    and, in OpenVINO, a VGG-sized 3x3 convolution, the only int8 product it exposes."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    matmul_work = 2.0 * size ** 3 / 1e9
+    probes = {precision: {} for precision in ("fp32", "bf16", "int8")}
+    for precision, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
+        x, y = tf.constant(a, dtype), tf.constant(b, dtype)
+        product = tf.function(lambda: tf.matmul(x, y))
+        probes[precision]["tensorflow matmul"] = best_rate(lambda: product().numpy(), matmul_work)
+    if not openvino_installed():
+        return probes
+    import nncf
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    batch, channels, side = 8, 256, 56
+    images = rng.standard_normal((batch, channels, side, side)).astype(np.float32)
+    kernel = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+    conv_work = 2.0 * batch * side * side * channels * channels * 9 / 1e9
+
+    def matmul_model():
+        parameter = ops.parameter([size, size], np.float32)
+        return ov.Model([ops.matmul(parameter, ops.constant(b), False, False)], [parameter])
+
+    def conv_model():
+        parameter = ops.parameter(list(images.shape), np.float32)
+        conv = ops.convolution(parameter, ops.constant(kernel), [1, 1], [1, 1], [1, 1], [1, 1])
+        return ov.Model([conv], [parameter])
+
+    for name, build, data, work in (("matmul", matmul_model, a, matmul_work),
+                                    ("3x3 conv", conv_model, images, conv_work)):
+        for precision, hint in (("fp32", "f32"), ("bf16", "bf16"), ("int8", "f32")):
+            model = build()
+            if precision == "int8":
+                model = nncf.quantize(model, nncf.Dataset([data]), subset_size=1)
+            compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+            probes[precision][f"openvino {name}"] = best_rate(lambda: compiled(data), work)
+    return probes
+
+
+def photo_folder(target: Path, count: int) -> Path:
+    """``count`` JPEGs in root/<class>/ (links to the shared photos, or generated ones)."""
+    if PHOTOS.is_dir():
+        for animal in ("cats", "dogs"):
+            folder = target / animal
+            folder.mkdir(parents=True)
+            for source in sorted((PHOTOS / "train" / animal).iterdir())[:count // 2]:
+                (folder / source.name).symlink_to(source)
+        return target
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for number in range(count):
+        folder = target / ("a" if number % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (375, 500, 3), dtype=np.uint8)).save(folder / f"{number}.jpg")
+    return target
+
+
+class Paths:
+    """Every measured path at one image size, built once, each a callable that does the whole job."""
+
+    def __init__(self, size: int, folder: Path, weights, batch_size: int = 32):
+        self.size, self.weights, self.batch_size = size, weights, batch_size
+        self.dataset = scan_dataset(folder)
+        self.files = [folder / s.path for s in self.dataset.sources]
+        self.pixels = np.stack([load_pixels(p, size) for p in self.files]).astype(np.float32)
+        self.recipe_model = vgg16.VGG16(include_top=False, weights=weights.path, input_shape=(size, size, 3),
+                                        pooling="avg")
+        self.engines = {}
+        self.calibration_seconds = None
+        for engine, precision in PATHS:
+            if engine == "openvino" and not openvino_installed():
+                continue
+            self.engines[(engine, precision)] = self._engine(engine, precision)
+
+    def _engine(self, engine: str, precision: str):
+        if precision != "int8":
+            return build_engine(self.size, "avg", self.weights, 0, precision, engine, self.batch_size)
+        started = time.perf_counter()
+        sample = calibration_sources(self.dataset, 300)
+        batches = calibration_batches(self.dataset, sample, self.size, self.batch_size)
+        model = quantize_int8(self.size, "avg", self.weights, 0, batches)
+        self.calibration_seconds = time.perf_counter() - started
+        return OpenVinoEngine(model, "int8")
+
+    def recipe_convnet(self):
+        self.recipe_model.predict(vgg16.preprocess_input(self.pixels.copy()), batch_size=self.batch_size, verbose=0)
+
+    def recipe_end_to_end(self, out: Path):
+        """The tutorial way: keras.utils.load_img one file at a time, model.predict, np.save."""
+        features = []
+        for start in range(0, len(self.files), self.batch_size):
+            batch = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=(self.size, self.size)))
+                              for p in self.files[start:start + self.batch_size]])
+            features.append(self.recipe_model.predict(vgg16.preprocess_input(batch), verbose=0))
+        np.save(out / "features.npy", np.concatenate(features))
+
+    def convnet(self, key):
+        engine = self.engines[key]
+        for start in range(0, len(self.pixels), self.batch_size):
+            engine(self.pixels[start:start + self.batch_size])
+
+    def end_to_end(self, key, out: Path):
+        engine, precision = key
+        config = ExtractConfig(image_size=self.size, precision=precision, engine=engine, batch_size=self.batch_size)
+        writer = StoreWriter.open(out / "store", {"key": "bench", "sources": [{"label": s.label, "split": s.split}
+                                                                              for s in self.dataset.sources],
+                                                  "feature_shape": [512]})
+        extract(self.dataset, config, self.weights, writer, log=lambda message: None, engine=self.engines[key])
+
+    def jobs(self, scratch: Path) -> dict[str, callable]:
+        def fresh():
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            return scratch
+
+        jobs = {("recipe", "fp32", "convnet"): self.recipe_convnet,
+                ("recipe", "fp32", "end to end"): lambda: self.recipe_end_to_end(fresh())}
+        for key in self.engines:
+            jobs[(*key, "convnet")] = lambda key=key: self.convnet(key)
+            jobs[(*key, "end to end")] = lambda key=key: self.end_to_end(key, fresh())
+        return jobs
+
+
+def measure_paths(size: int, images: int, repeats: int, weights, scratch: Path) -> list[dict]:
+    folder = photo_folder(scratch / f"photos-{size}", images)
+    paths = Paths(size, folder, weights)
+    jobs = paths.jobs(scratch / "out")
+    for job in jobs.values():  # warm-up: graphs traced, kernels chosen, files cached
+        job()
+    seconds = {name: [] for name in jobs}
+    for _ in range(repeats):  # interleaved: every path sees the same machine load
+        for name, job in jobs.items():
+            seconds[name].append(_seconds(job))
+    rows = []
+    for (engine, precision, scope), values in seconds.items():
+        rates = [images / s for s in values]
+        rows.append({"size": size, "engine": engine, "precision": precision, "scope": scope,
+                     "median": statistics.median(rates), "min": min(rates), "max": max(rates)})
+    rows.append({"size": size, "calibration_seconds": paths.calibration_seconds})
+    return rows
+
+
+def head_times(rows: int, scratch: Path) -> dict[str, dict]:
+    """Fit each head (with its default search) on a synthetic store of ``rows`` x 512 features."""
+    from features.store import Shard
+    from pipeline.runs import fit_run
+
+    rng = np.random.default_rng(0)
+    classes = 10
+    centres = rng.gamma(2.0, 0.5, 512) + rng.normal(0, 0.15, (classes, 512))  # close classes: not separable
+    folder = scratch / "heads-store"
+    n_validation = rows // 10
+    labels = np.concatenate([np.arange(rows) % classes, np.arange(n_validation) % classes])
+    splits = ["train"] * rows + ["validation"] * n_validation
+    manifest = {"key": "heads-bench", "class_names": [str(c) for c in range(classes)], "feature_shape": [512],
+                "sources": [{"path": f"{i}.jpg", "label": int(label), "split": split}
+                            for i, (label, split) in enumerate(zip(labels, splits))],
+                "config": {"passes": 0, "shard_size": 10000}}
+    writer = StoreWriter.open(folder, manifest)
+    for split, start, stop in (("train", 0, rows), ("validation", rows, rows + n_validation)):
+        for number, first in enumerate(range(start, stop, 10000)):
+            index = np.arange(first, min(first + 10000, stop))
+            features = np.maximum(centres[labels[index]] + rng.normal(0, 1.0, (len(index), 512)), 0)
+            writer.write_shard(Shard(split, 0, number, tuple(index)), features.astype(np.float32),
+                               labels[index].astype(np.int32), index, {})
+    writer.finish()
+    from features import FeatureStore
+    store = FeatureStore(folder)
+    times = {}
+    for head in ("logreg", "svm", "dense"):
+        started = time.perf_counter()
+        run = fit_run(store, head, {}, scratch / "runs")
+        times[head] = {"seconds": time.perf_counter() - started, "accuracy": run.metrics["accuracy"],
+                       "details": run.info["details"]}
+    return times
+
+
+def extraction_rss(counts: tuple[int, ...], scratch: Path) -> dict[int, float]:
+    """Peak RSS (MiB) of `features` over ``count`` 32 px images, each count in a fresh process."""
+    from PIL import Image
+    originals = scratch / "rss-originals"
+    rng = np.random.default_rng(0)
+    for number in range(200):
+        folder = originals / ("a" if number % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"{number}.png")
+    peaks = {}
+    for count in counts:
+        data = scratch / f"rss-{count}"
+        for number in range(count):  # hard links: distinct files, no extra disk
+            source = originals / ("a" if number % 2 else "b") / f"{number % 200}.png"
+            target = data / source.parent.name / f"{number}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+        program = ("import resource, sys; from pipeline.cli import app; sys.argv[0] = 'pipeline'\n"
+                   "try:\n    app()\nexcept SystemExit:\n    pass\n"
+                   "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        result = subprocess.run([sys.executable, "-c", program, "features", "--data", str(data), "--weights", "none",
+                                 "--image-size", "32", "--cache", str(scratch / f"rss-cache-{count}")],
+                                cwd=ROOT, capture_output=True, text=True, check=True)
+        peaks[count] = int(result.stdout.split("PEAK_KIB")[1]) / 1024
+    return peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[150, 224])
+    parser.add_argument("--images", type=int, default=96, help="images per path and repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--head-rows", type=int, default=50000)
+    parser.add_argument("--rss-counts", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["paths", "heads", "rss"])
+    args = parser.parse_args()
+    weights = resolve_weights(str(WEIGHTS) if WEIGHTS.is_file() else "none")
+    result = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(),
+              "machine": _machine(), "weights": weights.identity, "photos": str(PHOTOS) if PHOTOS.is_dir() else
+              "generated", "args": vars(args), "ceiling_probes_gflops": ceilings(),
+              "gflop_per_image": {size: conv_flops(size) / 1e9 for size in args.sizes}}
+    result["ceilings_gflops"] = {p: max(v.values()) for p, v in result["ceiling_probes_gflops"].items() if v}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        if "paths" not in args.skip:
+            result["paths"] = [row for size in args.sizes
+                               for row in measure_paths(size, args.images, args.repeats, weights, scratch)]
+        if "heads" not in args.skip:
+            result["heads"] = head_times(args.head_rows, scratch)
+        if "rss" not in args.skip:
+            result["extraction_peak_rss_mib"] = extraction_rss(tuple(args.rss_counts), scratch)
+    print_report(result)
+    out = ROOT / "bench" / "results" / f"{result['date']}-{result['host']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwritten: {out.relative_to(ROOT)}")
+
+
+def _machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {os.cpu_count()} cores, TF {tf.__version__}"
+
+
+def print_report(result: dict) -> None:
+    peaks = result["ceilings_gflops"]
+    print(f"{result['machine']}; weights {result['weights']}; photos {result['photos']}")
+    print("ceilings (GFLOP/s, best probe): " + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items()))
+    for precision, probes in result["ceiling_probes_gflops"].items():
+        print(f"  {precision}: " + ", ".join(f"{name} {value:.0f}" for name, value in probes.items()))
+    rows = [r for r in result.get("paths", []) if "scope" in r]
+    if rows:
+        print("\n| px | engine | precision | scope | images/s median (min-max) | x recipe | % of ceiling |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            recipe = next(r["median"] for r in rows if r["size"] == row["size"] and r["engine"] == "recipe"
+                          and r["scope"] == row["scope"])
+            ceiling = peaks.get(row["precision"], float("nan")) / result["gflop_per_image"][row["size"]]
+            print(f"| {row['size']} | {row['engine']} | {row['precision']} | {row['scope']} | "
+                  f"{row['median']:.1f} ({row['min']:.1f}-{row['max']:.1f}) | {row['median'] / recipe:.2f}x | "
+                  f"{100 * row['median'] / ceiling:.0f}% of {ceiling:.1f} |")
+        for row in result["paths"]:
+            if row.get("calibration_seconds"):
+                print(f"int8 calibration at {row['size']} px (300 images): {row['calibration_seconds']:.0f} s")
+    for head, info in result.get("heads", {}).items():
+        print(f"head {head} on {result['args']['head_rows']:,} x 512: {info['seconds']:.1f} s fit "
+              f"(accuracy {info['accuracy']:.3f}; {info['details']})")
+    for count, mib in result.get("extraction_peak_rss_mib", {}).items():
+        print(f"extraction peak RSS, {count:,} images: {mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Stage one and the heads' search on Dask, on loopback: same store as a local run, worker
+deaths survived, an unreachable store refused in one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import extract_args, make_cli, write_images
+
+pytest.importorskip("distributed", reason="the dask extra is not installed: pip install '.[dask]'")
+from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# 48 training and 12 validation images, 8 to a shard, 2 augmented passes: 20 shards.
+SETTINGS = ["--shard-size", "8", "--batch-size", "4", "--passes", "2"]
+
+
+def two_workers(**env) -> LocalCluster:
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=":0", env=env)
+
+
+def store_files(cache: Path) -> dict[str, bytes]:
+    """Every file of every store under ``cache``, by path (the store folder, its key, included)."""
+    return {p.relative_to(cache).as_posix(): p.read_bytes()
+            for p in cache.rglob("*") if p.is_file() and p.parent != cache}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed") / "photos"
+    write_images(root / "train", {"cats": 24, "dogs": 24})
+    write_images(root / "validation", {"cats": 6, "dogs": 6}, start=100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with two_workers() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def local_store(photos, tmp_path_factory):
+    cli = make_cli(tmp_path_factory.mktemp("local"))
+    result = cli(*extract_args(photos, cli.cache, *SETTINGS))
+    assert result.exit_code == 0, result.output
+    return cli.cache
+
+
+@pytest.fixture(scope="module")
+def dask_store(photos, cluster, tmp_path_factory):
+    cli = make_cli(tmp_path_factory.mktemp("dask"))
+    result = cli(*extract_args(photos, cli.cache, *SETTINGS, "--backend", "dask",
+                               "--scheduler", cluster.scheduler_address))
+    assert result.exit_code == 0, result.output
+    assert "20 shard(s) on 2 Dask worker(s)" in result.output
+    return cli
+
+
+def test_two_workers_write_the_local_store_byte_for_byte(local_store, dask_store):
+    dask_files = store_files(dask_store.cache)
+    assert len([name for name in dask_files if name.endswith(".npy")]) == 20 * 3
+    assert dask_files == store_files(local_store)  # same key, shards, hashes and manifest
+
+
+def test_the_heads_search_runs_on_the_cluster_and_chooses_as_locally(dask_store, cluster, tmp_path):
+    local = dask_store("head", "--head", "logreg", "--cache", dask_store.cache, "--runs", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    with Client(cluster, set_as_default=False) as watcher, get_task_stream(watcher) as tasks:
+        remote = dask_store("head", "--head", "logreg", "--backend", "dask", "--scheduler",
+                            cluster.scheduler_address, "--cache", dask_store.cache, "--runs", tmp_path / "dask")
+    assert remote.exit_code == 0, remote.output
+    fits = [task for task in tasks.data if "_fit_and_score" in str(task["key"])]
+    assert 1 <= len(fits) <= 5 * 3  # the candidates x folds, which joblib may batch by their duration
+    chosen = [json.loads(next((tmp_path / runs).rglob("run.json")).read_text())["details"]
+              for runs in ("local", "dask")]
+    assert chosen[0] == chosen[1]
+
+
+def test_a_worker_killed_mid_write_has_its_shard_rerun(photos, local_store, tmp_path):
+    """SIGKILL the worker process that is halfway through writing a shard file (every write
+    pauses halfway); the nanny restarts it, the shard is rerun, and the store is the local one."""
+    cache = tmp_path / "cache"
+    with two_workers(BOTTLENECK_TEST_WRITE_PAUSE="0.1") as killable, \
+            Client(killable, set_as_default=False) as client:
+        pids = set(client.run(os.getpid).values())
+        command = [sys.executable, "-m", "pipeline", *extract_args(photos, cache, *SETTINGS),
+                   "--backend", "dask", "--scheduler", killable.scheduler_address]
+        run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and run.poll() is None and time.monotonic() < deadline:
+            writing = [int(p.name.rsplit("-", 1)[1]) for p in cache.rglob(".shard-*.npy.tmp-*")]
+            victim = next((pid for pid in writing if pid in pids), None)
+            time.sleep(0.01)
+        assert victim is not None, "no worker was caught writing a shard"
+        os.kill(victim, signal.SIGKILL)
+        _, err = run.communicate(timeout=240)
+        assert run.returncode == 0, err
+        assert victim not in client.run(os.getpid).values()
+    (store,) = [p for p in cache.iterdir() if p.is_dir()]
+    verify = make_cli(tmp_path)("verify", "--store", store, "--cache", cache)
+    assert verify.exit_code == 0 and "OK: store" in verify.output, verify.output
+    assert store_files(cache) == store_files(local_store)  # no partial, duplicate or missing shard
+
+
+def test_a_worker_that_cannot_see_the_store_is_one_clear_error(photos, tmp_path, monkeypatch):
+    """The store is given as /proc/self/cwd/cache, a path each process reads in its own working
+    directory: the client (run in one folder) sees its store there, the `dask worker` process
+    (started in another folder) finds nothing, like a worker on a host that lacks the client's
+    disk. The run must stop with one error line, within the check's timeout, not hang."""
+    client_dir, worker_dir = tmp_path / "client", tmp_path / "worker"
+    client_dir.mkdir()
+    worker_dir.mkdir()
+    monkeypatch.chdir(client_dir)
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as scheduler:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", scheduler.scheduler_address,
+             "--nthreads", "1", "--no-dashboard"],
+            cwd=worker_dir, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            started = time.monotonic()
+            result = make_cli(client_dir)(*extract_args(photos, "/proc/self/cwd/cache", *SETTINGS),
+                                          "--backend", "dask", "--scheduler", scheduler.scheduler_address)
+            elapsed = time.monotonic() - started
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert "cannot work on this store" in errors[0] and "/proc/self/cwd/cache" in errors[0]
+    assert "same paths" in errors[0]
+    assert elapsed < 90
+    assert not list((client_dir / "cache").rglob("*.npy"))  # nothing was computed
