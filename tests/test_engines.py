@@ -69,7 +69,7 @@ def test_int8_store_is_calibrated_once_kept_in_the_store_and_close_to_fp32(cli, 
 
 
 @needs_openvino
-def test_openvino_fp32_matches_keras_and_short_batches_are_padded_without_effect():
+def test_openvino_fp32_matches_keras_and_batch_size_has_no_effect():
     weights = resolve_weights("none")
     images = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
     keras_engine = build_engine(64, "avg", weights, 0, "fp32", "keras", 8)
