@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import socket
 import statistics

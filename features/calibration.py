@@ -67,22 +67,27 @@ def model_hashes(folder: Path) -> dict[str, str]:
     return {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
 
 
-def int8_problems(store_folder: Path, manifest: dict) -> list[str]:
-    """Why the store's calibrated int8 model is not the one its manifest recorded (empty if it is)."""
-    record = manifest.get("int8")
-    if record is None:
+def int8_problems(parent: Path, recorded_sha256: dict | None) -> list[str]:
+    """Why ``parent``'s calibrated int8 model (a store's or an export's) is not the one whose
+    hashes were recorded (empty if it is, or if none was recorded)."""
+    if recorded_sha256 is None:
         return []
-    folder = Path(store_folder) / INT8_DIR
+    folder = Path(parent) / INT8_DIR
     if not folder.is_dir():
         return [f"the calibrated int8 model {folder} is missing"]
-    if model_hashes(folder) != record["sha256"]:
+    if model_hashes(folder) != recorded_sha256:
         return [f"the calibrated int8 model in {folder} differs from its recorded sha256"]
     return []
 
 
+def recorded_int8_sha256(manifest: dict) -> dict | None:
+    return manifest["int8"]["sha256"] if "int8" in manifest else None
+
+
 def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, log=print) -> Path:
     """The store's calibrated int8 model, quantized now unless a matching one is already there."""
-    if "int8" in writer.manifest and not int8_problems(writer.folder, writer.manifest):
+    recorded = recorded_int8_sha256(writer.manifest)
+    if recorded and not int8_problems(writer.folder, recorded):
         return int8_model_path(writer.folder)
     import openvino as ov
 
@@ -103,4 +108,4 @@ def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, lo
                            "Free disk space, then rerun the same command.") from None
     writer.manifest["int8"] = {"calibration_sources": sources, "sha256": model_hashes(target)}
     writer.save_manifest()
-    return int8_model_path(target.parent)
+    return int8_model_path(writer.folder)

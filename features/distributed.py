@@ -26,7 +26,7 @@ from features.dataset import Dataset
 from features.engines import build_engine
 from features.errors import FeatureError
 from features.extract import ExtractConfig, ExtractResult, _check_usable, compute_shard, plan_shards
-from features.store import MANIFEST, TEMPORARY_MARK, Shard, StoreWriter, write_shard_files
+from features.store import MANIFEST, TEMPORARY_MARK, Shard, StoreWriter, remove_leftovers, write_shard_files
 from features.verify import dataset_from_manifest
 
 BACKENDS = ("local", "dask")
@@ -125,7 +125,7 @@ def extract_on_dask(dataset: Dataset, config: ExtractConfig, weights: Weights, w
             log(f"Extracting {len(todo)} shard(s) on {len(client.nthreads())} Dask "
                 f"worker(s) at {client.scheduler.address}.")
             _run_shards(client, job, todo, writer, on_images)
-        _remove_leftovers(writer.folder)
+        remove_leftovers(writer.folder)  # from workers killed mid-write
     _check_usable(dataset, writer.manifest, config.max_bad)
     writer.finish()
     return ExtractResult(len(todo), len(plan) - len(todo))
@@ -211,13 +211,6 @@ def _shard_result(future, shard: Shard) -> tuple[dict, dict[str, str]]:
         raise FeatureError(f"Shard {shard.name} took down every Dask worker that ran it (out of memory? "
                            "see the workers' logs). Finished shards are saved: rerun the same command "
                            "to resume.") from None
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Delete temporary files left by workers that were killed mid-write."""
-    for leftover in folder.rglob(f".*{TEMPORARY_MARK}*"):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
 
 
 # Worker side: each worker process keeps the store's dataset and one engine between tasks.

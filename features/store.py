@@ -51,6 +51,15 @@ TEMPORARY_MARK = ".tmp-"
 WRITE_PAUSE_ENV = "BOTTLENECK_TEST_WRITE_PAUSE"
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files and folders that killed writers left in a store."""
+    for leftover in list(Path(folder).rglob(f".*{TEMPORARY_MARK}*")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
 
@@ -110,11 +119,7 @@ class StoreWriter:
         """Resume the store in ``folder`` if its manifest matches ``header``, else start it."""
         folder = Path(folder)
         make_store_folder(folder)
-        for leftover in list(folder.rglob(f".*{TEMPORARY_MARK}*")):  # from a killed writer
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink(missing_ok=True)
+        remove_leftovers(folder)
         existing = folder / MANIFEST
         if existing.exists():
             manifest = json.loads(existing.read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.calibration import int8_problems
+from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import Dataset, SourceFile
 from features.extract import plan_shards
 from features.store import ARRAYS, MANIFEST, array_path, shard_problems
@@ -55,7 +55,7 @@ def verify_store(folder: Path, manifest: dict) -> list[str]:
 
     problems += _coverage_problems(manifest, seen, skipped)
     problems += _file_list_problems(folder, manifest)
-    problems += int8_problems(folder, manifest)
+    problems += int8_problems(folder, recorded_int8_sha256(manifest))
     return problems
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from features import FeatureStore, build_backbone
-from features.calibration import INT8_DIR, MODEL_FILE, model_hashes
+from features.calibration import INT8_DIR, MODEL_FILE, int8_problems, model_hashes
 from heads import DenseHead, HeadError, head_class
 from pipeline.predict import Predictor, backbone_settings, recorded_weights
 from pipeline.runs import MODEL_DIR, Run, hash_folder
@@ -96,9 +96,9 @@ def load_export(folder: Path) -> Predictor:
                         "export it again.")
     int8_model = None
     if "int8_sha256" in info:
-        if not (folder / INT8_DIR).is_dir() or model_hashes(folder / INT8_DIR) != info["int8_sha256"]:
-            raise HeadError(f"The int8 model in {folder / INT8_DIR} is missing or differs from {EXPORT_FILE}; "
-                            "export it again.")
+        problems = int8_problems(folder, info["int8_sha256"])
+        if problems:
+            raise HeadError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
         int8_model = folder / INT8_DIR / MODEL_FILE
     head = head_class(info["head"]).load(folder / MODEL_DIR)
     return Predictor(backbone_settings(info["backbone"]), info["dtype"], info["weights"],

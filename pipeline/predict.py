@@ -9,7 +9,7 @@ import numpy as np
 
 from features import FeatureError, FeatureStore, Weights, build_engine, load_pixels
 from features.backbone import file_sha256, resolve_weights
-from features.calibration import int8_model_path, int8_problems
+from features.calibration import int8_model_path, int8_problems, recorded_int8_sha256
 from features.dataset import is_image_name
 from features.images import describe_error
 from heads import Head
@@ -43,7 +43,7 @@ class Predictor:
     def from_run(cls, store: FeatureStore, run: Run) -> "Predictor":
         int8_model = None
         if "int8" in store.manifest:
-            problems = int8_problems(store.folder, store.manifest)
+            problems = int8_problems(store.folder, recorded_int8_sha256(store.manifest))
             if problems:
                 raise FeatureError(f"Cannot predict with store {store.key}: {problems[0]}. "
                                    "Run `features` again with the same settings.")

@@ -45,6 +45,13 @@ def write_images(root: Path, classes: dict[str, int], start: int = 0, label_offs
     return written
 
 
+def write_split_folder(root: Path, train_per_class: int, validation_per_class: int) -> Path:
+    """root/{train,validation}/{cats,dogs}/*, validation images numbered from 100."""
+    write_images(root / "train", {"cats": train_per_class, "dogs": train_per_class})
+    write_images(root / "validation", {"cats": validation_per_class, "dogs": validation_per_class}, start=100)
+    return root
+
+
 @pytest.fixture
 def flat_folder(tmp_path: Path) -> Path:
     """root/<class>/*: three classes, 12 images each."""
@@ -56,10 +63,7 @@ def flat_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def split_folder(tmp_path: Path) -> Path:
     """root/{train,validation}/<class>/*: two classes."""
-    root = tmp_path / "split"
-    write_images(root / "train", {"cats": 10, "dogs": 10})
-    write_images(root / "validation", {"cats": 4, "dogs": 4}, start=100)
-    return root
+    return write_split_folder(tmp_path / "split", 10, 4)
 
 
 def make_cli(folder: Path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_images
+from tests.conftest import write_split_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--weights", "none", "--image-size", "64", "--shard-size", "4", "--batch-size", "2",
@@ -20,10 +20,7 @@ SETTINGS = ["--weights", "none", "--image-size", "64", "--shard-size", "4", "--b
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("crash") / "photos"
-    write_images(root / "train", {"cats": 16, "dogs": 16})
-    write_images(root / "validation", {"cats": 6, "dogs": 6}, start=100)
-    return root
+    return write_split_folder(tmp_path_factory.mktemp("crash") / "photos", 16, 6)
 
 
 def features_command(photos, cache):

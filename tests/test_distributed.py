@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import extract_args, make_cli, write_images
+from tests.conftest import extract_args, make_cli, write_split_folder
 
 pytest.importorskip("distributed", reason="the dask extra is not installed: pip install '.[dask]'")
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
@@ -34,10 +34,7 @@ def store_files(cache: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distributed") / "photos"
-    write_images(root / "train", {"cats": 24, "dogs": 24})
-    write_images(root / "validation", {"cats": 6, "dogs": 6}, start=100)
-    return root
+    return write_split_folder(tmp_path_factory.mktemp("distributed") / "photos", 24, 6)
 
 
 @pytest.fixture(scope="module")
