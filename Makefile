@@ -3,6 +3,7 @@
 
 PYTHON ?= python3
 DATA ?=
+LAYOUT ?= auto
 WEIGHTS ?= auto
 IMAGE_SIZE ?=
 PASSES ?= 0
@@ -13,13 +14,17 @@ FAST ?=
 BACKEND ?= local
 SCHEDULER ?=
 SHARD_SIZE ?= 1024
+MAX_BAD ?= 0.01
 HEAD ?= logreg
 HEADS ?= all
 CACHE ?= cache
 RUNS ?= runs
 STORE ?= latest
 IMAGES ?=
+TOP_K ?= 1
+FORMAT ?= text
 OUT ?= model.keras
+FORCE ?=
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +38,11 @@ RUNTIME := $(INSTALLED) $(if $(NEEDS_FAST),$(FAST_INSTALLED)) $(if $(filter dask
 # Where stage one and the heads' search run: BACKEND=dask [SCHEDULER=tcp://host:8786].
 DISTRIBUTE := --backend $(BACKEND) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
 CLI := $(BIN)/python -m pipeline
+# Commands that use a store: the last finished one (or STORE), built first only when DATA is given.
+USES_STORE := $(if $(DATA),features,$(RUNTIME))
+# compare alone also builds the built-in demo when there is no store yet, so a fresh clone's
+# `make compare` runs end to end.
+NO_STORE_YET := $(and $(filter latest,$(STORE)),$(if $(wildcard $(CACHE)/LATEST),,yes))
 
 .DEFAULT_GOAL := help
 
@@ -53,35 +63,37 @@ $(DASK_INSTALLED): $(INSTALLED)
 ## Stage one: cache VGG16 features of DATA (default: the built-in digits demo)
 .PHONY: features
 features: $(RUNTIME)
-	$(CLI) features $(if $(DATA),--data "$(DATA)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
-		--weights "$(WEIGHTS)" --passes $(PASSES) --pooling $(POOLING) --shard-size $(SHARD_SIZE) \
-		--precision $(PRECISION) --engine $(ENGINE) $(DISTRIBUTE) \
-		--cache "$(CACHE)"
+	$(CLI) features $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT)) \
+		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) --weights "$(WEIGHTS)" --passes $(PASSES) \
+		--pooling $(POOLING) --shard-size $(SHARD_SIZE) --max-bad $(MAX_BAD) \
+		--precision $(PRECISION) --engine $(ENGINE) $(DISTRIBUTE) --cache "$(CACHE)"
 
-## Stage two: fit HEAD (dense, logreg, svm) on the features and score it
+## Stage two: fit HEAD (dense, logreg, svm) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
-head: features
+head: $(USES_STORE)
 	$(CLI) head --head $(HEAD) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
-## Fit HEADS (default all) on one extraction and print the leaderboard
+## Fit HEADS (default all) on one store and rank them (no store yet: the built-in demo)
 .PHONY: compare
-compare: features
+compare: $(if $(or $(DATA),$(NO_STORE_YET)),features,$(RUNTIME))
 	$(CLI) compare --heads $(HEADS) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Classify IMAGES (files or folders) with a fitted HEAD
 .PHONY: predict
-predict: $(RUNTIME)
+predict: $(USES_STORE)
 	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
-	$(CLI) predict $(IMAGES) --head $(HEAD) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+	$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
+		--cache "$(CACHE)" --runs "$(RUNS)"
 
-## Package a fitted HEAD for use away from the store: OUT=model.keras (dense) or a folder
+## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, logreg) or a folder
 .PHONY: export
-export: $(RUNTIME)
-	$(CLI) export --head $(HEAD) --out "$(OUT)" --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+export: $(USES_STORE)
+	$(CLI) export --head $(HEAD) --out "$(OUT)" $(if $(FORCE),--force) --store $(STORE) \
+		--cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Re-check a store in full (hashes, rows, labels, splits)
 .PHONY: verify
-verify: $(INSTALLED)
+verify: $(USES_STORE)
 	$(CLI) verify --store $(STORE) --cache "$(CACHE)"
 
 ## Run the test suite
@@ -104,8 +116,11 @@ clean:
 help:
 	@echo "Targets:"
 	@awk '/^## /{doc=substr($$0,4); next} /^[a-z]+:/ && doc {split($$1,t,":"); printf "  %-9s %s\n", t[1], doc; doc=""}' $(MAKEFILE_LIST)
-	@echo "Variables (current value):"
-	@echo "  DATA=$(DATA)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  PASSES=$(PASSES)  POOLING=$(POOLING)"
-	@echo "  PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)  BACKEND=$(BACKEND)  SCHEDULER=$(SCHEDULER)"
-	@echo "  SHARD_SIZE=$(SHARD_SIZE)  HEAD=$(HEAD)  HEADS=$(HEADS)  CACHE=$(CACHE)  RUNS=$(RUNS)"
-	@echo "  STORE=$(STORE)  IMAGES=$(IMAGES)  OUT=$(OUT)"
+	@echo "Variables (current value; docs/cli.md explains each):"
+	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)"
+	@echo "              PASSES=$(PASSES)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
+	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)"
+	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)"
+	@echo "  predict:    IMAGES=$(IMAGES)  FORMAT=$(FORMAT)  TOP_K=$(TOP_K)"
+	@echo "  export:     OUT=$(OUT)  FORCE=$(FORCE)"
+	@echo "  everywhere: CACHE=$(CACHE)  RUNS=$(RUNS)  BACKEND=$(BACKEND)  SCHEDULER=$(SCHEDULER)"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from distributed import Client, LocalCluster  # noqa: E402
 
-from features import ExtractConfig, scan_dataset  # noqa: E402
+from features import ExtractConfig, resolve_weights, scan_dataset  # noqa: E402
 from features.backbone import resolve_precision  # noqa: E402
 from pipeline.stores import build_store  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
                 warm(client)
             scheduler, startup = cluster.scheduler_address, time.perf_counter() - started
         started = time.perf_counter()
-        store = build_store(dataset, config, str(WEIGHTS), cache, log=lambda line: None,
+        store = build_store(dataset, config, resolve_weights(str(WEIGHTS)), cache, log=lambda line: None,
                             backend="local" if workers is None else "dask", scheduler=scheduler)
         seconds = time.perf_counter() - started
         if cluster is not None:

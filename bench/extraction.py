@@ -221,8 +221,11 @@ def measure_paths(size: int, images: int, repeats: int, weights, scratch: Path) 
 
 def head_times(rows: int, scratch: Path) -> dict[str, dict]:
     """Fit each head (with its default search) on a synthetic store of ``rows`` x 512 features."""
+    from features import Dataset, SourceFile, Weights
     from features.store import Shard
+    from pipeline.keys import store_key
     from pipeline.runs import fit_run
+    from pipeline.stores import store_header
 
     rng = np.random.default_rng(0)
     classes = 10
@@ -231,10 +234,11 @@ def head_times(rows: int, scratch: Path) -> dict[str, dict]:
     n_validation = rows // 10
     labels = np.concatenate([np.arange(rows) % classes, np.arange(n_validation) % classes])
     splits = ["train"] * rows + ["validation"] * n_validation
-    manifest = {"key": "heads-bench", "class_names": [str(c) for c in range(classes)], "feature_shape": [512],
-                "sources": [{"path": f"{i}.jpg", "label": int(label), "split": split}
-                            for i, (label, split) in enumerate(zip(labels, splits))],
-                "config": {"passes": 0, "shard_size": 10000}}
+    sources = tuple(SourceFile(f"{i}.jpg", int(label), split, 0, 0)
+                    for i, (label, split) in enumerate(zip(labels, splits)))
+    dataset = Dataset(folder, tuple(str(c) for c in range(classes)), "splits", sources)
+    config, weights = ExtractConfig(shard_size=10000), Weights(path=None, identity="synthetic")
+    manifest = store_header(dataset, config, weights, store_key(dataset, config, weights))
     writer = StoreWriter.open(folder, manifest)
     for split, start, stop in (("train", 0, rows), ("validation", rows, rows + n_validation)):
         for number, first in enumerate(range(start, stop, 10000)):

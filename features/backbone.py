@@ -11,7 +11,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras.applications import vgg16
-from keras.src.applications.vgg16 import WEIGHTS_PATH_NO_TOP
 
 from features.errors import FeatureError
 
@@ -22,6 +21,8 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_IMAGE_SIZE = 32
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
+IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+                      + IMAGENET_NOTOP_FILE)
 WEIGHTS_ENV = "VGG16_WEIGHTS"
 
 
@@ -45,7 +46,7 @@ def file_sha256(path: Path | str) -> str:
 def _download_imagenet() -> str:
     """Keras' ImageNet notop weights file, downloaded once into ~/.keras/models."""
     return keras.utils.get_file(
-        IMAGENET_NOTOP_FILE, WEIGHTS_PATH_NO_TOP, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
+        IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
     )
 
 
@@ -58,31 +59,34 @@ def _weights_file(path: str) -> Weights:
     return Weights(path=path, identity=f"sha256:{file_sha256(path)}")
 
 
-def resolve_weights(spec: str) -> Weights:
+def resolve_weights(spec: str, random_fallback: bool = False) -> Weights:
     """Turn ``auto|imagenet|none|PATH`` into weights to load.
 
-    ``auto`` uses ``$VGG16_WEIGHTS`` when set, else the ImageNet download, and where
-    that fails falls back to random weights with a warning naming the cause.
+    ``auto`` uses ``$VGG16_WEIGHTS`` when set, else the ImageNet download. Where that
+    fails, ``random_fallback`` (the built-in demo only) gives random weights with a
+    warning naming the cause; otherwise it is an error naming the ways to real weights.
+    ``none`` is the explicit way to ask for random weights.
     """
     if spec == "none":
         return Weights(path=None, identity="random",
                        warning="--weights none: random VGG16 weights; features carry little meaning.")
     if spec == "auto" and os.environ.get(WEIGHTS_ENV):
-        return _weights_file(os.environ[WEIGHTS_ENV])
+        return _weights_file(os.path.expanduser(os.environ[WEIGHTS_ENV]))
     if spec in ("auto", "imagenet"):
         try:
             return Weights(path=_download_imagenet(), identity="imagenet")
         except Exception as error:  # Keras raises a bare Exception on fetch failure
             cause = str(error).splitlines()[0][:200]
-            if spec == "imagenet":
-                raise FeatureError(
-                    f"Could not download the ImageNet VGG16 weights ({cause}). Offline? Pass "
-                    f"--weights PATH to a VGG16 notop weights file, or set {WEIGHTS_ENV}."
-                ) from None
-            return Weights(path=None, identity="random", warning=(
-                f"ImageNet weights unavailable ({cause}); using RANDOM weights. Set "
-                f"{WEIGHTS_ENV} or pass --weights PATH for real features."))
-    return _weights_file(spec)
+            if random_fallback and spec == "auto":
+                return Weights(path=None, identity="random", warning=(
+                    f"ImageNet weights unavailable ({cause}); using RANDOM weights. Set "
+                    f"{WEIGHTS_ENV} or pass --weights PATH for real features."))
+            raise FeatureError(
+                f"No VGG16 ImageNet weights: the download failed ({cause}). Offline? Set "
+                f"{WEIGHTS_ENV}=PATH or pass --weights PATH (WEIGHTS=PATH with make) to a VGG16 "
+                "include_top=False weights file, or --weights none for random features."
+            ) from None
+    return _weights_file(os.path.expanduser(spec))
 
 
 def native_precision(cpu_flags: set[str]) -> str:

@@ -8,21 +8,37 @@ Two layouts are understood::
                                     validation/cats/c.jpg
                                     test/dogs/d.jpg   (optional)
 
-In the flat layout each file's split comes from a hash of its relative path, so
-adding photos never moves old ones between splits.
+Split folders may be named, in any case, ``train``/``training``, ``val``/``valid``/
+``validation``/``dev`` and ``test``/``testing``. In the flat layout, and for the training
+folder of a split layout without a validation folder, each file's split comes from a hash
+of its relative path, so adding photos never moves old ones between splits.
+
+Hostile entries are never opened while scanning: anything that is not a regular file, a
+link to a folder, an unreadable folder or an image outside a class folder is listed in
+``Dataset.unreadable`` with its reason. A folder linked in as a class or split, and a
+photo under two classes, are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.errors import FeatureError
+from features.images import file_kind, open_regular
 
 ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 SPLITS = ("train", "validation", "test")
+LAYOUTS = ("auto", "flat", "split")
+SPLIT_FOLDER_NAMES = {
+    "train": "train", "training": "train",
+    "val": "validation", "valid": "validation", "validation": "validation", "dev": "validation",
+    "test": "test", "testing": "test",
+}
+HASH_CHUNK = 2**20
 
 
 @dataclass(frozen=True)
@@ -41,13 +57,15 @@ class Dataset:
     """Every usable image path under ``root``, in a stable order.
 
     A source's index is its position in ``sources``; the store refers to images by it.
+    Paths are ``str`` as ``os.listdir`` gives them: bytes that are not UTF-8 are kept as
+    surrogate escapes (``os.fsencode`` gives the name back).
     """
 
     root: Path
     class_names: tuple[str, ...]
     layout: str  # "splits" (train/validation folders) or "hashed"
     sources: tuple[SourceFile, ...]
-    unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason): listed but not stat-able
+    unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason): entries left out, never opened
     warnings: tuple[str, ...] = ()
 
     def indices(self, split: str) -> list[int]:
@@ -58,9 +76,19 @@ class Dataset:
         return [split for split in SPLITS if split in present]
 
 
+@dataclass
+class _Plan:
+    """The folders to walk: per class, (split, folder) pairs, split "" meaning by hash."""
+
+    layout: str
+    folders: dict[str, list[tuple[str, Path]]]
+    skipped: list[tuple[str, str]]
+    warnings: list[str] = field(default_factory=list)
+
+
 def hashed_split(relative_path: str, val_fraction: float) -> str:
-    """Stable split of one file from the sha1 of its relative path."""
-    digest = hashlib.sha1(relative_path.encode("utf-8")).digest()
+    """Stable split of one file from the sha1 of its relative path (its bytes on disk)."""
+    digest = hashlib.sha1(os.fsencode(relative_path)).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     return "validation" if position < val_fraction else "train"
 
@@ -69,120 +97,272 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(ALLOWLIST_FORMATS)
 
 
-def _subfolders(folder: Path) -> list[str]:
-    return sorted(
-        entry.name
-        for entry in os.scandir(folder)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
+def split_of(folder_name: str) -> str | None:
+    """The split a folder name stands for ("train", "validation", "test"), else None."""
+    return SPLIT_FOLDER_NAMES.get(folder_name.lower())
 
 
-def _images_under(class_dir: Path, root: Path) -> tuple[list, list]:
-    """Image files below ``class_dir`` (recursively, not following folder links).
+def shown(path: Path | str) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xff`` escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
-    Returns ``(found, unreadable)``: (posix relpath, stat) pairs, and (relpath, reason)
-    pairs for names whose target cannot be reached (a broken link or a link loop).
+
+def _reason(error: OSError) -> str:
+    return f"{type(error).__name__}: {error.strerror or error}"
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    return Path(path).relative_to(root).as_posix()
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` that are not hidden, sorted by name."""
+    with os.scandir(folder) as scan:
+        return sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda e: e.name)
+
+
+def _list_folder(folder: Path, root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(names of the real subfolders, images lying loose as skipped entries) of ``folder``,
+    the data root or a split folder. A link to a folder here is refused: a linked class or
+    split folder repeats its photos under a second class or in a second split."""
+    try:
+        entries = _entries(folder)
+    except OSError as error:
+        raise FeatureError(f"Cannot read the folder {shown(folder)} ({_reason(error)}). "
+                           "Make it readable or pass another --data.") from None
+    folders, loose = [], []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.name)
+        elif entry.is_symlink() and entry.is_dir():
+            raise FeatureError(
+                f"{shown(entry.path)} is a link to a folder, which would repeat its photos under a "
+                "second class or split. Replace the link with a real folder (move or copy the photos).")
+        elif is_image_name(entry.name):
+            loose.append((_relative(entry.path, root), "not in a class folder; move it into one"))
+    return folders, loose
+
+
+def _walk_class(folder: Path, root: Path) -> tuple[list, list]:
+    """Image files below a class folder, found without opening any file or following links
+    to folders.
+
+    Returns ``(found, skipped)``: (posix relpath, stat) pairs of images that are, or link
+    to, regular files, and (relpath, reason) pairs for entries left out: an unreadable
+    folder, a link to a folder, a broken link or an image name that is not a regular file.
     """
-    found, unreadable = [], []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if is_image_name(name):
-                path = Path(dirpath) / name
-                relpath = path.relative_to(root).as_posix()
-                try:
-                    found.append((relpath, path.stat()))
-                except OSError as error:
-                    unreadable.append((relpath, f"{type(error).__name__}: {error.strerror}"))
-    return found, unreadable
+    found, skipped, pending = [], [], [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = _entries(current)
+        except OSError as error:
+            skipped.append((_relative(current, root), f"folder not read ({_reason(error)})"))
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+                continue
+            result = _inspect(entry)
+            if isinstance(result, str):
+                skipped.append((_relative(entry.path, root), result))
+            elif result is not None:
+                found.append((_relative(entry.path, root), result))
+    return found, skipped
 
 
-def _has_split_layout(root: Path) -> bool:
-    """True when root holds only train/, validation/ (and test/), each of class folders."""
-    names = set(_subfolders(root))
-    if not {"train", "validation"} <= names or not names <= set(SPLITS):
-        return False
-    return all(
-        _subfolders(root / split) and not any(is_image_name(p.name) for p in (root / split).iterdir())
-        for split in names
-    )
+def _inspect(entry: os.DirEntry) -> os.stat_result | str | None:
+    """The stat of an image entry that is (or links to) a regular file, the reason to skip
+    it, or None for an entry that is not an image. Only ``stat`` is used, never ``open``."""
+    is_link = entry.is_symlink()
+    if not is_link and not is_image_name(entry.name):
+        return None
+    try:
+        info = os.stat(entry.path)
+    except OSError as error:
+        return _reason(error) if is_image_name(entry.name) else None
+    if stat.S_ISDIR(info.st_mode):  # only a link: real folders are walked
+        return "link to a folder, not followed"
+    if not is_image_name(entry.name):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return f"not a regular file but {file_kind(info.st_mode)}; not opened"
+    return info
 
 
-def scan_dataset(root: Path | str, val_fraction: float = 0.2) -> Dataset:
+def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "auto") -> Dataset:
     """List the images under ``root`` and give each a class and a split.
 
-    Class indices follow sorted names of the class folders that hold images; an empty
-    class folder is left out with a warning. Raises ``FeatureError`` when the folder is
-    missing, fewer than two classes have images, or a split or class would be empty.
+    ``layout`` is "flat" (every folder is a class), "split" (split folders of class
+    folders) or "auto": split when every folder of ``root`` is named as a split, flat when
+    none is; a mix is refused. Class indices follow sorted names of the class folders that
+    hold images; an empty class folder is left out with a warning. Raises ``FeatureError``
+    when the folder is missing, fewer than two classes have images, a split or class would
+    be empty, a class or split folder is a link, or one file is under two classes.
     """
     root = Path(root)
+    _check_arguments(root, val_fraction, layout)
+    plan = _plan(root, val_fraction, layout)
+    found = {}
+    for class_name, folders in plan.folders.items():
+        for split_name, folder in folders:
+            images, skipped = _walk_class(folder, root)
+            found.setdefault(class_name, []).extend((split_name, *image) for image in images)
+            plan.skipped += skipped
+
+    empty = [name for name in plan.folders if not found.get(name)]
+    if empty and len(empty) < len(plan.folders):
+        plan.warnings.append("Class folder(s) with no images, not counted as classes: "
+                             f"{', '.join(map(shown, empty))}.")
+    class_names = [name for name in plan.folders if found.get(name)]
+    _check_classes(root, class_names)
+    _check_duplicates(root, found)
+    sources = [
+        SourceFile(relpath, label, split_name or hashed_split(relpath, val_fraction),
+                   info.st_size, info.st_mtime_ns)
+        for label, name in enumerate(class_names)
+        for split_name, relpath, info in found[name]
+    ]
+    dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sorted(sources, key=lambda s: s.path)),
+                      tuple(sorted(plan.skipped)), tuple(plan.warnings))
+    _check_splits(dataset)
+    return dataset
+
+
+def _check_arguments(root: Path, val_fraction: float, layout: str) -> None:
     if not root.is_dir():
         raise FeatureError(
-            f"Data folder not found: {root}. Pass --data with a folder laid out as "
+            f"Data folder not found: {shown(root)}. Pass --data with a folder laid out as "
             "root/<class>/*.jpg."
         )
     if not 0.0 < val_fraction < 1.0:
         raise FeatureError(
             f"--val-fraction must be between 0 and 1 (exclusive). Received: {val_fraction}"
         )
-    layout, split_dirs, class_names, warnings = _layout(root)
+    if layout not in LAYOUTS:
+        raise FeatureError(f"--layout must be one of {', '.join(LAYOUTS)}. Received: {layout}")
 
-    found, unreadable = {}, []
+
+def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
+    """The layout of ``root`` and the class folders to walk (see ``scan_dataset``)."""
+    names, loose = _list_folder(root, root)
+    split_named = [name for name in names if split_of(name)]
+    others = [name for name in names if not split_of(name)]
+    if layout == "flat" or (layout == "auto" and not split_named):
+        return _Plan("hashed", {name: [("", root / name)] for name in names}, loose)
+    if split_named and others:
+        raise FeatureError(
+            f"{shown(root)} mixes split folders ({', '.join(map(shown, split_named))}) with other "
+            f"folders ({', '.join(map(shown, others))}). Move the other folders into a split "
+            "folder or out of it, or pass --layout flat to read every folder as a class.")
+    return _split_plan(root, _split_folders(root, names), val_fraction, loose)
+
+
+def _split_folders(root: Path, names: list[str]) -> dict[str, str]:
+    """{split: folder name} of ``root``'s split folders; at most one per split, and a
+    training one is required."""
+    by_split = {}
+    for name in names:
+        if split_of(name):
+            by_split.setdefault(split_of(name), []).append(name)
+    for split_name, folders in by_split.items():
+        if len(folders) > 1:
+            raise FeatureError(
+                f"{' and '.join(map(shown, folders))} in {shown(root)} are both {split_name} split "
+                "folders. Merge them into one.")
+    if "train" not in by_split:
+        raise FeatureError(
+            f"No training split folder (train/ or training/) in {shown(root)}; found: "
+            f"{', '.join(map(shown, names)) or 'no folders'}. Add one, or pass --layout flat to "
+            "read every folder as a class.")
+    return {split_name: by_split[split_name][0] for split_name in SPLITS if split_name in by_split}
+
+
+def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float,
+                skipped: list[tuple[str, str]]) -> _Plan:
+    """Classes are the training folder's class folders; without a validation folder, a
+    stable hash holds ``val_fraction`` of the training images out for validation."""
+    classes = {}
     for split_name, folder in split_dirs.items():
-        for class_name in class_names:
-            if (folder / class_name).is_dir():
-                images, broken = _images_under(folder / class_name, root)
-                found.setdefault(class_name, []).extend((split_name, *image) for image in images)
-                unreadable += broken
-
-    empty = [name for name in class_names if not found.get(name)]
-    if empty and len(empty) < len(class_names):
-        warnings.append(f"Class folder(s) with no images, not counted as classes: {', '.join(empty)}.")
-    class_names = [name for name in class_names if found.get(name)]
-    _check_classes(root, class_names)
-    sources = [
-        SourceFile(relpath, label, split_name or hashed_split(relpath, val_fraction),
-                   stat.st_size, stat.st_mtime_ns)
-        for label, name in enumerate(class_names)
-        for split_name, relpath, stat in found[name]
-    ]
-    dataset = Dataset(root, tuple(class_names), layout, tuple(sorted(sources, key=lambda s: s.path)),
-                      tuple(sorted(unreadable)), tuple(warnings))
-    _check_splits(dataset)
-    return dataset
-
-
-def _layout(root: Path) -> tuple[str, dict[str, Path], list[str], list[str]]:
-    """(layout, {split or "": folder}, candidate class names, warnings) for ``root``."""
-    if not _has_split_layout(root):
-        class_names = _subfolders(root)
-        warnings = [f"Class folder named '{name}' in {root}: read as a class, since {root} is not "
-                    "laid out as train/ and validation/ folders of class folders only."
-                    for name in class_names if name in SPLITS]
-        return "hashed", {"": root}, class_names, warnings
-    split_dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
-    class_names = _subfolders(root / "train")
-    for folder in split_dirs.values():
-        unknown = sorted(set(_subfolders(folder)) - set(class_names))
+        classes[split_name], loose = _list_folder(root / folder, root)
+        skipped += loose
+    train = split_dirs["train"]
+    for split_name, folder in split_dirs.items():
+        unknown = sorted(set(classes[split_name]) - set(classes["train"]))
         if unknown:
             raise FeatureError(
-                f"{folder} has class folders that train/ lacks: {', '.join(unknown)}. "
-                "Every class needs training images; add them to train/ or remove them."
-            )
-    return "splits", split_dirs, class_names, []
+                f"{shown(root / folder)} has class folders that {shown(train)}/ lacks: "
+                f"{', '.join(map(shown, unknown))}. Every class needs training images; add them "
+                f"to {shown(train)}/ or remove them.")
+    carve = "validation" not in split_dirs
+    folders = {
+        name: [("" if carve and split_name == "train" else split_name, root / folder / name)
+               for split_name, folder in split_dirs.items() if name in classes[split_name]]
+        for name in classes["train"]
+    }
+    warnings = [f"No validation folder in {shown(root)}: {val_fraction:.0%} of {shown(train)}/ is "
+                "held out for validation by a stable hash of each path."] if carve else []
+    return _Plan("splits", folders, skipped, warnings)
 
 
 def _check_classes(root: Path, class_names: list[str]) -> None:
     if not class_names:
         raise FeatureError(
-            f"No images in {root} (formats: {', '.join(ALLOWLIST_FORMATS)}). "
-            f"Lay the images out as {root}/<class>/*.jpg."
+            f"No images in {shown(root)} (formats: {', '.join(ALLOWLIST_FORMATS)}). "
+            f"Lay the images out as {shown(root)}/<class>/*.jpg."
         )
     if len(class_names) < 2:
         raise FeatureError(
-            f"Only one class with images in {root} ({class_names[0]}); a classifier needs at "
-            "least two. Add a folder of images per class."
+            f"Only one class with images in {shown(root)} ({shown(class_names[0])}); a classifier "
+            "needs at least two. Add a folder of images per class."
         )
+
+
+def _check_duplicates(root: Path, found: dict[str, list]) -> None:
+    """Refuse a photo under two classes: one file (hard or symbolic link) or equal bytes.
+
+    Only files whose size occurs in more than one class are read, to compare hashes.
+    """
+    files = sorted(((name, relpath, info) for name, images in found.items() for _, relpath, info in images),
+                   key=lambda file: file[1])
+    linked = _across_classes(files, lambda file: (file[2].st_dev, file[2].st_ino))
+    if linked:
+        raise _duplicate_error(root, linked, "are one file (a hard or symbolic link)")
+    same_size = [file for group in _across_classes(files, lambda file: file[2].st_size) for file in group]
+    copies = _across_classes(same_size, lambda file: _content_hash(root / file[1]))
+    if copies:
+        raise _duplicate_error(root, copies, "hold the same bytes")
+
+
+def _across_classes(files: list, key) -> list[list]:
+    """Groups of ``files`` with one (non-None) ``key`` that span more than one class."""
+    groups = {}
+    for file in files:
+        groups.setdefault(key(file), []).append(file)
+    return [group for value, group in groups.items()
+            if value is not None and len({file[0] for file in group}) > 1]
+
+
+def _content_hash(path: Path) -> bytes | None:
+    """blake2b of a file's bytes, or None when it cannot be read (extraction reports it)."""
+    digest = hashlib.blake2b()
+    try:
+        with open_regular(path) as file:
+            while chunk := file.read(HASH_CHUNK):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return None
+    return digest.digest()
+
+
+def _duplicate_error(root: Path, groups: list[list], what: str) -> FeatureError:
+    first = groups[0][0]
+    other = next(file for file in groups[0] if file[0] != first[0])
+    more = f" (and {len(groups) - 1} more such photo(s))" if len(groups) > 1 else ""
+    return FeatureError(
+        f"{shown(first[1])} and {shown(other[1])} in {shown(root)} are under two classes "
+        f"({shown(first[0])}, {shown(other[0])}) but {what}{more}. A photo belongs to one class: "
+        "delete the wrong copy.")
 
 
 def _check_splits(dataset: Dataset) -> None:
@@ -190,11 +370,11 @@ def _check_splits(dataset: Dataset) -> None:
     empty = [name for label, name in enumerate(dataset.class_names) if label not in train_labels]
     if empty:
         raise FeatureError(
-            f"Class(es) with no training images in {dataset.root}: {', '.join(empty)}. "
+            f"Class(es) with no training images in {shown(dataset.root)}: {', '.join(map(shown, empty))}. "
             "Add training images to them or remove the folders."
         )
     if not dataset.indices("validation"):
         raise FeatureError(
-            f"No validation images in {dataset.root}. Add a validation/ folder or raise "
+            f"No validation images in {shown(dataset.root)}. Add a validation/ folder or raise "
             "--val-fraction."
         )

@@ -9,7 +9,8 @@ Layout of one store (one folder per content key)::
 
 Every file is written under a temporary name and renamed into place, and the
 manifest is rewritten the same way after each shard, so a killed run leaves only
-whole shards behind.
+whole shards behind. Reading trusts nothing: the manifest must hash to its key, and each
+shard file must have its recorded sha256 and line up with the manifest's sources.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from features.backbone import file_sha256
 from features.errors import FeatureError
+from features.keys import manifest_key
 
 MANIFEST = "manifest.json"
 ARRAYS = ("features", "labels", "sources")
+STORE_FIX = "Free disk space or pass --cache with a writable folder, then rerun the same command to resume."
+RECOMPUTE = "Run `features` again with the same options to recompute it."
+# Top-level manifest fields every reader relies on, with their JSON types.
+FIELDS = {"key": str, "config": dict, "data_root": str, "layout": str, "class_names": list,
+          "sources": list, "feature_shape": list, "dtype": str, "weights": dict, "skipped": list,
+          "shards": list}
 
 
 def array_path(store: Path, name: str, array: str) -> Path:
@@ -60,11 +69,12 @@ def remove_leftovers(folder: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+def atomic_write_bytes(path: Path, payload: bytes, fix: str = STORE_FIX) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
 
     On failure (disk full, no permission) the temporary file is removed and a
-    ``FeatureError`` names the cause; ``path`` is left as it was.
+    ``FeatureError`` names the cause, then ``fix`` (what to do about it); ``path`` is left
+    as it was.
     """
     temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
@@ -81,10 +91,57 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise FeatureError(
-            f"Could not write {path}: {error.strerror or error}. Free disk space or pass --cache "
-            "with a writable folder, then rerun the same command to resume."
-        ) from None
+        raise FeatureError(f"Could not write {path}: {error.strerror or error}. {fix}") from None
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of the store at ``folder``, refused in one line when it is missing, is not
+    a JSON object, lacks a field, or no longer hashes to its key (see ``manifest_problem``)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FeatureError(f"No feature store at {folder} (no {MANIFEST}). "
+                           "Run `python -m pipeline features` first.")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        problem = f"it cannot be read as JSON ({getattr(error, 'strerror', None) or error})"
+    else:
+        problem = manifest_problem(manifest)
+    if problem:
+        raise FeatureError(f"The manifest {path} of the store is damaged: {problem}. Run `features` "
+                           "again with the same options to rebuild the store.")
+    return manifest
+
+
+def manifest_problem(manifest) -> str | None:
+    """Why a parsed manifest cannot be trusted (None if it can): a field missing or of the
+    wrong type, a malformed shard or skipped entry, or recorded settings, weights, class
+    names or sources that no longer hash to its ``key``."""
+    if not isinstance(manifest, dict):
+        return "it is not a JSON object"
+    for field, kind in FIELDS.items():
+        if not isinstance(manifest.get(field), kind):
+            return f"its {field!r} field is missing or not a JSON {kind.__name__}"
+    if not all(_is_shard_entry(entry) for entry in manifest["shards"]):
+        return "a shard entry lacks a field or names another split or pass than its file"
+    if not all(isinstance(entry, dict) and "path" in entry for entry in manifest["skipped"]):
+        return "a skipped entry has no path"
+    try:
+        key = manifest_key(manifest)
+    except (KeyError, TypeError) as error:
+        return f"its weights or settings are malformed ({error!r})"
+    if key != manifest["key"]:
+        return (f"its settings, weights, class names or file list hash to {key}, not to its key "
+                f"{manifest['key']} (it was edited, or written by another version)")
+    return None
+
+
+def _is_shard_entry(entry) -> bool:
+    """A shard entry has every field, int rows and pass, and a name under its split and pass."""
+    return (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("rows"), int) and isinstance(entry.get("pass"), int)
+            and isinstance(entry.get("sha256"), dict) and all(a in entry["sha256"] for a in ARRAYS)
+            and entry["name"].startswith(f"{entry.get('split')}/pass-{entry['pass']}/"))
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -116,18 +173,48 @@ class StoreWriter:
 
     @classmethod
     def open(cls, folder: Path, header: dict) -> "StoreWriter":
-        """Resume the store in ``folder`` if its manifest matches ``header``, else start it."""
+        """Resume the store in ``folder`` if its manifest is sound and has ``header``'s key;
+        else start it over, deleting the shard files of a damaged or foreign manifest."""
         folder = Path(folder)
         make_store_folder(folder)
         remove_leftovers(folder)
-        existing = folder / MANIFEST
-        if existing.exists():
-            manifest = json.loads(existing.read_text())
-            if manifest.get("key") == header["key"]:
-                return cls(folder, manifest)
+        try:
+            manifest = read_manifest(folder)
+        except FeatureError:  # absent, unparseable, or edited: nothing in it can be trusted
+            manifest = {}
+        if manifest.get("key") == header["key"]:
+            return cls(folder, manifest)
+        for stale in folder.rglob("shard-*.npy"):
+            stale.unlink()
         writer = cls(folder, {"skipped": [], **header, "shards": [], "complete": False})
         writer.save_manifest()
         return writer
+
+    def drop_damaged(self, planned: set[str]) -> list[str]:
+        """Forget every recorded shard that is damaged (see ``check_shard``), listed twice or not
+        ``planned``, deleting a damaged one's files, so that extraction computes it again.
+
+        The store is marked incomplete when a planned shard is then unrecorded. Returns the
+        names of the shards forgotten.
+        """
+        kept, dropped = {}, []
+        for entry in self.manifest["shards"]:
+            name = entry["name"]
+            if name in planned and name not in kept:
+                try:
+                    check_shard(self.folder, self.manifest, entry, set())
+                    kept[name] = entry
+                    continue
+                except FeatureError:
+                    for array_name in ARRAYS:
+                        array_path(self.folder, name, array_name).unlink(missing_ok=True)
+            dropped.append(name)
+        missing = planned - kept.keys()
+        if dropped or (missing and self.manifest["complete"]):
+            self.manifest["shards"] = list(kept.values())
+            self.manifest["complete"] = self.manifest["complete"] and not missing
+            self.save_manifest()
+        return dropped
 
     def done(self) -> set[str]:
         return {entry["name"] for entry in self.manifest["shards"]}
@@ -200,20 +287,57 @@ def shard_problems(manifest: dict, split: str, features, labels, sources) -> lis
     return problems
 
 
+def check_shard(folder: Path, manifest: dict, entry: dict, whole: set[Path]) -> dict[str, np.ndarray]:
+    """One recorded shard's arrays, memory-mapped, once they check out against the manifest.
+
+    Each file must have its recorded sha256 (hashed unless its path is in ``whole``, which
+    collects the paths found whole) and row count, and the rows must line up with the
+    manifest's sources (``shard_problems``). Otherwise a ``FeatureError`` names the file.
+    """
+    arrays = {}
+    for array_name in ARRAYS:
+        path = array_path(Path(folder), entry["name"], array_name)
+        if path not in whole:
+            _check_sha256(path, entry["sha256"][array_name])
+            whole.add(path)
+        try:
+            arrays[array_name] = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise FeatureError(f"Shard file {path} is missing or damaged ({error}). {RECOMPUTE}") from None
+        if arrays[array_name].ndim == 0 or len(arrays[array_name]) != entry["rows"]:
+            raise FeatureError(f"Shard file {path} does not hold the {entry['rows']} rows its manifest "
+                               f"records. {RECOMPUTE}")
+    problems = shard_problems(manifest, entry["split"], arrays["features"], arrays["labels"], arrays["sources"])
+    if problems:
+        raise FeatureError(f"Shard {Path(folder) / entry['name']} does not line up with the manifest: "
+                           f"{problems[0]}. {RECOMPUTE}")
+    return arrays
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    """Refuse a shard file that cannot be read or whose sha256 is not ``expected``."""
+    try:
+        actual = file_sha256(path)
+    except OSError as error:
+        raise FeatureError(f"Shard file {path} is missing or damaged ({error.strerror or error}). "
+                           f"{RECOMPUTE}") from None
+    if actual != expected:
+        raise FeatureError(f"Shard file {path} is damaged or replaced: its sha256 differs from the "
+                           f"manifest's. {RECOMPUTE}")
+
+
 class FeatureStore:
     """Reads a finished store; arrays are memory-mapped shard by shard.
 
-    Every shard load checks its row counts against the manifest (cheap); `verify`
-    checks hashes and alignment in full.
+    Opening checks the manifest (``read_manifest``); every shard load checks the shard's
+    files against it (``check_shard``), hashing each file once per instance; a split's rows
+    must hold each of its readable sources once per pass. `verify` checks the whole store.
     """
 
     def __init__(self, folder: Path | str, require_complete: bool = True):
         self.folder = Path(folder)
-        path = self.folder / MANIFEST
-        if not path.is_file():
-            raise FeatureError(f"No feature store at {self.folder} (no {MANIFEST}). "
-                               "Run `python -m pipeline features` first.")
-        self.manifest = json.loads(path.read_text())
+        self.manifest = read_manifest(self.folder)
+        self._whole: set[Path] = set()  # shard files whose sha256 checked out
         if require_complete and not self.manifest.get("complete"):
             raise FeatureError(f"The store {self.folder} is incomplete: its extraction did not "
                                "finish. Rerun the same `features` command to resume it.")
@@ -236,20 +360,8 @@ class FeatureStore:
         return [table[int(i)]["path"] for i in sources]
 
     def load_shard(self, entry: dict) -> dict[str, np.ndarray]:
-        """One shard's arrays, memory-mapped, after a cheap row-count check."""
-        arrays = {}
-        for array_name in ARRAYS:
-            path = array_path(self.folder, entry["name"], array_name)
-            try:
-                arrays[array_name] = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as error:
-                raise FeatureError(f"Shard file {path} is missing or damaged ({error}). "
-                                   "Delete the store folder and run `features` again.") from None
-            if len(arrays[array_name]) != entry["rows"]:
-                raise FeatureError(f"Shard file {path} has {len(arrays[array_name])} rows, the "
-                                   f"manifest says {entry['rows']}. Delete the store folder and "
-                                   "run `features` again.")
-        return arrays
+        """One shard's arrays, memory-mapped, after ``check_shard``."""
+        return check_shard(self.folder, self.manifest, entry, self._whole)
 
     def split_arrays(self, split: str, passes: bool = True) -> dict[str, np.ndarray]:
         """All rows of ``split`` (every pass unless ``passes`` is False), loaded into memory.
@@ -262,17 +374,30 @@ class FeatureStore:
     def split_rows(self, split: str, passes: bool = True) -> dict:
         """Like ``split_arrays``, but ``features`` stay in their memory-mapped shard files
         (a ``ShardedFeatures``); labels, sources and passes are small and loaded."""
-        entries = [e for e in self.manifest["shards"]
-                   if e["split"] == split and (passes or e["pass"] == 0)]
+        wanted = range(self.manifest["config"]["passes"] + 1 if passes and split == "train" else 1)
+        entries = [e for e in self.manifest["shards"] if e["split"] == split and e["pass"] in wanted]
         if not entries:
             raise FeatureError(f"The store {self.folder} has no '{split}' rows.")
         parts = [self.load_shard(entry) for entry in entries]
-        return {
+        rows = {
             "features": ShardedFeatures([p["features"] for p in parts]),
             "labels": np.concatenate([p["labels"] for p in parts]).astype(np.int64),
             "sources": np.concatenate([p["sources"] for p in parts]).astype(np.int64),
             "passes": np.concatenate([np.full(e["rows"], e["pass"]) for e in entries]),
         }
+        self._check_coverage(split, wanted, rows["sources"], rows["passes"])
+        return rows
+
+    def _check_coverage(self, split: str, wanted: range, sources: np.ndarray, passes: np.ndarray) -> None:
+        """Refuse rows that do not hold each readable source of ``split`` once in every pass."""
+        skipped = {entry["path"] for entry in self.manifest["skipped"]}
+        expected = [i for i, source in enumerate(self.manifest["sources"])
+                    if source["split"] == split and source["path"] not in skipped]
+        for pass_index in wanted:
+            if not np.array_equal(np.sort(sources[passes == pass_index]), expected):
+                raise FeatureError(f"The store {self.folder} does not hold each readable '{split}' "
+                                   f"image once in pass {pass_index}: its manifest lists a shard twice "
+                                   "or lacks one. Run `features` again with the same options to repair it.")
 
 
 class ShardedFeatures:

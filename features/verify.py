@@ -1,4 +1,4 @@
-"""Full integrity check of a store: hashes, row counts, labels, splits and coverage."""
+"""Full integrity check of a store: its key, hashes, row counts, labels, splits and coverage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import Dataset, SourceFile
 from features.extract import plan_shards
-from features.store import ARRAYS, MANIFEST, array_path, shard_problems
+from features.store import ARRAYS, MANIFEST, array_path, manifest_problem, shard_problems
 
 
 def dataset_from_manifest(manifest: dict) -> Dataset:
@@ -27,8 +27,12 @@ def verify_store(folder: Path, manifest: dict) -> list[str]:
     Checks each shard file's sha256 and row count, that every row's label is its source
     file's class and its source is in the shard's split, that the files on disk are the
     manifest's, that each split and pass holds every readable source exactly once, and
-    that an int8 store's calibrated model is the one recorded.
+    that an int8 store's calibrated model is the one recorded. A manifest that is malformed
+    or no longer hashes to its key is the only problem reported: nothing in it can be trusted.
     """
+    problem = manifest_problem(manifest)
+    if problem:
+        return [f"{MANIFEST}: {problem}"]
     problems = []
     skipped = {entry["path"] for entry in manifest["skipped"]}
     seen: dict[tuple[str, int], Counter] = {}

@@ -1,8 +1,10 @@
-"""What every head shares: the error type, input checks and ``--param`` parsing."""
+"""What every head shares: the error type, parameter and input checks, ``--param`` parsing."""
 
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 
 import numpy as np
 
@@ -11,17 +13,92 @@ class HeadError(Exception):
     """A head was asked for something it cannot do, stated with the fix."""
 
 
+def _is_kind(value, kind: type) -> bool:
+    """``value`` is a ``kind``; never a bool, an int counts as a float."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(kind, kind))
+
+
+class Interval:
+    """Finite ints or floats (``kind``) from ``low`` to ``high`` (None: unbounded);
+    ``closed`` is "both", "left", "right" or "neither": which ends belong."""
+
+    def __init__(self, kind: type, low=None, high=None, closed: str = "both"):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def __call__(self, value) -> bool:
+        if not _is_kind(value, self.kind) or not math.isfinite(value):
+            return False
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        return ((self.low is None or value > self.low or (left and value == self.low))
+                and (self.high is None or value < self.high or (right and value == self.high)))
+
+    def __str__(self) -> str:
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:  # a bounded float is finite anyway
+            return (f"{'an int' if self.kind is int else 'a float'} in {'[' if left else '('}"
+                    f"{self.low}, {self.high}{']' if right else ')'}")
+        kind = "an int" if self.kind is int else "a finite float"
+        if self.low is not None:
+            return f"{kind} {'>=' if left else '>'} {self.low}"
+        if self.high is not None:
+            return f"{kind} {'<=' if right else '<'} {self.high}"
+        return kind
+
+
+class Options:
+    """Exactly one of ``values`` (of the same kind: -1.0 is not the int -1)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def __call__(self, value) -> bool:
+        return any(_is_kind(value, type(v)) and value == v for v in self.values)
+
+    def __str__(self) -> str:
+        listed = ", ".join(map(repr, self.values))
+        return listed if len(self.values) == 1 else f"one of {listed}"
+
+
+def _satisfies(rule, value) -> bool:
+    """A rule is None (the value None), a type (an instance of it), an Interval or Options."""
+    if rule is None:
+        return value is None
+    return _is_kind(value, rule) if isinstance(rule, type) else rule(value)
+
+
+def _describe(rule) -> str:
+    if rule is None:
+        return "None"
+    return f"a {rule.__name__}" if isinstance(rule, type) else str(rule)
+
+
 class Head:
     """Estimator contract: ``fit(X, y, groups=None)``, ``predict_proba``, ``save`` / ``load``.
 
     ``__init__`` only stores keyword arguments; learned state ends in ``_`` and is set by ``fit``.
+    ``_parameter_constraints`` maps every ``__init__`` parameter to the rules it may satisfy
+    (any one will do); ``fit`` and ``parse_params`` check them with ``_validate_params``.
     """
 
     name = "head"
+    _parameter_constraints: dict[str, list] = {}
 
     def get_params(self) -> dict:
         return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters
                 if p != "self"}
+
+    def _validate_params(self) -> None:
+        """Raise a one-line ``HeadError`` naming the head, parameter, rule and value on the first
+        parameter that satisfies none of its rules."""
+        for name, value in self.get_params().items():
+            if name not in self._parameter_constraints:
+                raise HeadError(f"{type(self).__name__} declares no constraint for parameter {name!r}.")
+            rules = self._parameter_constraints[name]
+            if not any(_satisfies(rule, value) for rule in rules):
+                raise HeadError(f"{self.name} parameter {name!r} must be "
+                                f"{' or '.join(map(_describe, rules))}. Received: {value!r}")
 
     def predict(self, X) -> np.ndarray:
         """Shape (n_samples,): the most probable class label of each row."""
@@ -66,7 +143,8 @@ def check_training_data(X, y) -> tuple[np.ndarray, np.ndarray]:
 def parse_params(head_class: type, pairs: list[str]) -> dict:
     """Turn ``["C=0.5", "units=128"]`` into typed keyword arguments for ``head_class``.
 
-    Each value takes the type of the parameter's default.
+    Each value takes the type of the parameter's default, then must satisfy the head's
+    ``_parameter_constraints``, so the CLI refuses a bad value before writing anything.
     """
     defaults = {name: p.default for name, p in inspect.signature(head_class.__init__).parameters.items()
                 if name != "self"}
@@ -79,6 +157,7 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
             raise HeadError(f"Unknown parameter {name!r} for head {head_class.name!r}; it takes "
                             f"{', '.join(sorted(defaults))}. Received: {pair!r}")
         params[name] = _convert(name, text, defaults[name])
+    head_class(**params)._validate_params()  # __init__ only stores them
     return params
 
 

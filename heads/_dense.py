@@ -8,18 +8,27 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from heads._base import Head, check_training_data
+from heads._base import Head, Interval, check_training_data
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
 
 
 class DenseHead(Head):
-    """Flatten, standardise, Dense + Dropout, softmax; Adam with early stopping.
+    """Flatten, clip to the training range, standardise, Dense + Dropout, softmax; Adam with
+    early stopping.
+
+    Each feature is first mapped from its training range to [-1, 1] (a ``Normalization``) and
+    clipped there (``hard_tanh``), then standardised, so a feature constant in training (a VGG16
+    channel zero on every image) or far outside its range cannot push the network to certainty;
+    a range or variance too small to divide by is taken as 1. Built-in layers only, so the saved
+    ``.keras`` file loads with plain Keras.
 
     Early stopping watches the loss on ``holdout`` of the training rows, held out
     by group when ``groups`` is given (all augmented passes of one image together),
-    so the validation split is never used for fitting.
+    so the validation split is never used for fitting. One group of every class always
+    stays in training; when none is left to hold out (one image per class), early stopping
+    watches the training loss instead.
 
     Parameters
     ----------
@@ -34,6 +43,16 @@ class DenseHead(Head):
     """
 
     name = "dense"
+    _parameter_constraints = {
+        "units": [Interval(int, 1)],
+        "dropout": [Interval(float, 0, 1, closed="left")],
+        "learning_rate": [Interval(float, 0, None, closed="neither")],
+        "epochs": [Interval(int, 1)],
+        "batch_size": [Interval(int, 1)],
+        "patience": [Interval(int, 0)],
+        "holdout": [Interval(float, 0, 1, closed="neither")],
+        "seed": [Interval(int, 0)],
+    }
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
                  epochs: int = 100, batch_size: int = 64, patience: int = 10, holdout: float = 0.2,
@@ -50,35 +69,46 @@ class DenseHead(Head):
     def fit(self, X, y, groups=None) -> "DenseHead":
         """``X`` may be an array or a store's memory-mapped ``ShardedFeatures``: rows are
         gathered a batch at a time, so the features need not fit in memory."""
+        self._validate_params()
         X, y = check_training_data(X, y)
         keras.utils.set_random_seed(self.seed)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.feature_shape_ = tuple(X.shape[1:])
-        fit_rows, stop_rows = self._holdout_split(len(X), groups)
-        self.model_ = self._build(*_moments(X, fit_rows), len(self.classes_))
+        fit_rows, stop_rows = self._holdout_split(y_index, groups)
+        self.model_ = self._build(*input_scaling(*_statistics(X, fit_rows)), len(self.classes_))
+        watched = "val_loss" if len(stop_rows) else "loss"
         history = self.model_.fit(
             _RowBatches(X, y_index, fit_rows, self.batch_size, self.seed),
-            validation_data=_RowBatches(X, y_index, stop_rows, 1024),
+            validation_data=_RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
             epochs=self.epochs, verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=self.patience, restore_best_weights=True)],
+                monitor=watched, patience=self.patience, restore_best_weights=True)],
         )
-        self.epochs_ = int(np.argmin(history.history["val_loss"])) + 1
+        self.epochs_ = int(np.argmin(history.history[watched])) + 1
         return self
 
-    def _holdout_split(self, n_rows: int, groups) -> tuple[np.ndarray, np.ndarray]:
-        groups = np.arange(n_rows) if groups is None else np.asarray(groups)
-        unique = np.unique(groups)
+    def _holdout_split(self, labels: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+        """(fit rows, early-stopping rows): about ``holdout`` of the groups, drawn at random but
+        never the last group of a class, so every class is trained on; maybe no stopping rows."""
+        groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
         rng = np.random.default_rng(self.seed)
-        n_stop = max(1, int(round(self.holdout * len(unique))))
-        stop_groups = rng.choice(unique, size=n_stop, replace=False)
-        stop = np.isin(groups, stop_groups)
+        order = rng.permutation(np.unique(groups))
+        n_stop = max(1, int(round(self.holdout * len(order))))
+        position = np.searchsorted(np.sort(order), groups)  # each row's group, as an index
+        rank = np.argsort(order)[position]  # each row's group's place in the random order
+        kept = np.full(labels.max() + 1, len(order))  # per class, its first group in that order
+        np.minimum.at(kept, labels, rank)
+        candidates = np.setdiff1d(np.arange(len(order)), kept)  # in random order
+        stop = np.isin(rank, candidates[:n_stop])
         return np.flatnonzero(~stop), np.flatnonzero(stop)
 
-    def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int) -> keras.Model:
+    def _build(self, centre: np.ndarray, half_range: np.ndarray, mean: np.ndarray, variance: np.ndarray,
+               n_classes: int) -> keras.Model:
         model = keras.Sequential([
             keras.Input(shape=self.feature_shape_),
             keras.layers.Flatten(),
+            keras.layers.Normalization(mean=centre, variance=half_range ** 2),  # training range -> [-1, 1]
+            keras.layers.Activation("hard_tanh"),  # beyond it: clipped
             keras.layers.Normalization(mean=mean, variance=variance),
             keras.layers.Dense(self.units, activation="relu"),
             keras.layers.Dropout(self.dropout),
@@ -115,15 +145,32 @@ class DenseHead(Head):
         return head
 
 
-def _moments(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and variance of ``X[rows]`` (flattened), read ``block`` rows at a time."""
+def _statistics(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, ...]:
+    """Per-feature minimum, maximum, mean and variance of ``X[rows]`` (flattened), read
+    ``block`` rows at a time."""
     total = squares = 0.0
+    low, high = np.inf, -np.inf
     for start in range(0, len(rows), block):
         part = X[np.sort(rows[start:start + block])].reshape(-1, int(np.prod(X.shape[1:]))).astype(np.float64)
         total = total + part.sum(axis=0)
         squares = squares + (part ** 2).sum(axis=0)
+        low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
     mean = total / len(rows)
-    return mean, np.maximum(squares / len(rows) - mean ** 2, 0.0)
+    return low, high, mean, np.maximum(squares / len(rows) - mean ** 2, 0.0)
+
+
+def input_scaling(low, high, mean, variance, tiny: float = 1e-6) -> tuple[np.ndarray, ...]:
+    """The two ``Normalization`` layers' settings: (centre, half range) mapping each feature's
+    training range to [-1, 1], then (mean, variance) of the mapped training values.
+
+    A half range below ``tiny`` times the largest one (a constant feature) is taken as 1, and
+    so is a mapped variance below ``tiny`` squared (the mapped values lie in [-1, 1], so that
+    threshold is relative): nothing is divided by a near-zero spread.
+    """
+    centre, half = (low + high) / 2, (high - low) / 2
+    half = np.where(half > tiny * half.max(initial=0.0), half, 1.0)
+    mapped_mean, mapped_variance = (mean - centre) / half, variance / half ** 2
+    return centre, half, mapped_mean, np.where(mapped_variance > tiny ** 2, mapped_variance, 1.0)
 
 
 class _RowBatches(keras.utils.PyDataset):

@@ -2,13 +2,14 @@
 
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from heads._sklearn import SklearnHead
+from heads._base import Interval
+from heads._sklearn import N_JOBS, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead, scaling_steps
 
 
 class LogRegHead(SklearnHead):
-    """``StandardScaler`` then multinomial ``LogisticRegression`` (lbfgs).
+    """Features clipped to their training range and standardised, then multinomial
+    ``LogisticRegression`` (lbfgs).
 
     Parameters
     ----------
@@ -21,6 +22,14 @@ class LogRegHead(SklearnHead):
     """
 
     name = "logreg"
+    _parameter_constraints = {
+        "C": POSITIVE_FLOAT,
+        "max_iter": [Interval(int, 1)],
+        "search_space": SEARCH_SPACE,
+        "cv_folds": [Interval(int, 2)],
+        "search_max_samples": [Interval(int, 2)],
+        "n_jobs": N_JOBS,
+    }
 
     def __init__(self, *, C: float = 1.0, max_iter: int = 2000, search_space: dict | None = None,
                  cv_folds: int = 3, search_max_samples: int = 10000, n_jobs: int = -1):
@@ -31,8 +40,8 @@ class LogRegHead(SklearnHead):
         self.search_max_samples = search_max_samples
         self.n_jobs = n_jobs
 
-    def _make_estimator(self, n_samples: int, C: float | None = None):
-        return make_pipeline(StandardScaler(),
+    def _make_estimator(self, n_samples: int, C: float | None = None, y=None):
+        return make_pipeline(*scaling_steps(),
                              LogisticRegression(C=self.C if C is None else C, max_iter=self.max_iter))
 
     def _search_grid(self, n_samples: int):

@@ -8,10 +8,27 @@ from pathlib import Path
 import joblib
 import numpy as np
 from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from heads._base import Head, HeadError, check_training_data
+from heads._base import Head, Interval, Options, check_training_data
 
 MODEL_FILE = "model.joblib"
+
+# Rules shared by the scikit-learn heads' ``_parameter_constraints``.
+POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]  # finite: nan and inf refused
+N_JOBS = [Options(-1), Interval(int, 1)]
+SEARCH_SPACE = [None, dict]
+
+
+def scaling_steps() -> list:
+    """Clip each feature to its training range, then standardise.
+
+    Clipping (``MinMaxScaler(clip=True)``, an affine map that leaves the training rows' standardised
+    values as they were) rather than a ``VarianceThreshold``: it also bounds near-constant features
+    (a VGG16 channel non-zero on one training image, whose standard deviation is tiny) and keeps
+    every column, so no feature far outside its training range can push the model to certainty.
+    """
+    return [MinMaxScaler(clip=True), StandardScaler()]
 
 
 class SklearnHead(Head):
@@ -26,10 +43,15 @@ class SklearnHead(Head):
     ``search_max_samples`` training rows the search runs on whole groups drawn at random
     (seeded) up to that many rows: the best candidates rarely change with more rows, while
     the search's cost grows with them; the final fit always uses every row.
+
+    A class with fewer images (groups) than ``cv_folds`` lowers the folds; one with a single
+    image leaves no fold to validate it, so the search is skipped and ``fit`` uses the
+    parameters as given. ``search_note_`` says why (None when the search ran as asked or
+    none was asked for), so ``compare`` still ranks the head.
     """
 
     def _make_estimator(self, n_samples: int, **overrides):
-        """The final fitted pipeline, with ``overrides`` of head parameters."""
+        """The final pipeline, with ``overrides`` of head parameters; ``y=`` the training labels."""
         raise NotImplementedError
 
     def _search_grid(self, n_samples: int) -> tuple[object, list[dict], dict]:
@@ -37,31 +59,37 @@ class SklearnHead(Head):
         raise NotImplementedError
 
     def fit(self, X, y, groups=None) -> "SklearnHead":
+        self._validate_params()
         X, y = check_training_data(np.asarray(X, dtype=np.float32), y)
         self.feature_shape_ = X.shape[1:]
         X = X.reshape(len(X), -1)
-        self.best_params_, self.cv_score_ = self._search(X, y, groups) if self.search_space else ({}, None)
-        self.model_ = self._make_estimator(len(X), **self.best_params_).fit(X, y)
+        self.best_params_, self.cv_score_, self.search_note_ = (
+            self._search(X, y, groups) if self.search_space else ({}, None, None))
+        self.model_ = self._make_estimator(len(X), **self.best_params_, y=y).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
 
-    def _search(self, X, y, groups) -> tuple[dict, float]:
+    def _search(self, X, y, groups) -> tuple[dict, float | None, str | None]:
+        """(best head parameters, their mean fold accuracy, note) or ({}, None, why it was skipped)."""
         n_samples = len(y)
         groups = np.arange(n_samples) if groups is None else np.asarray(groups)
         rows = search_sample(groups, self.search_max_samples)
         X, y, groups = X[rows], y[rows], groups[rows]
-        smallest_class = np.unique(y, return_counts=True)[1].min()
-        folds = min(self.cv_folds, len(np.unique(groups)), smallest_class)
+        label, images = smallest_class(y, groups)
+        folds = min(self.cv_folds, len(np.unique(groups)), images)
+        why = f"class {label!r} has {images} training image{'s' if images > 1 else ''}"
         if folds < 2:
-            raise HeadError(f"Too few training images per class for a {self.cv_folds}-fold search; "
-                            "pass --no-search.")
+            return {}, None, f"search skipped: {why}"
         estimator, grid, names = self._search_grid(n_samples)  # the solver the final fit will use
         search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring="accuracy",
                               n_jobs=self.n_jobs, refit=False)
         with _search_backend():
             search.fit(X, y, groups=groups)
+        if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
+            return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
         best = {names[key]: value for key, value in search.best_params_.items()}
-        return best, float(search.best_score_)
+        note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
+        return best, float(search.best_score_), note
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -77,6 +105,15 @@ class SklearnHead(Head):
     @classmethod
     def load(cls, folder: Path) -> "SklearnHead":
         return joblib.load(Path(folder) / MODEL_FILE)
+
+
+def smallest_class(y: np.ndarray, groups: np.ndarray | None = None) -> tuple[object, int]:
+    """(label, count) of the class with the fewest distinct groups (rows when ``groups`` is None)."""
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    labels, label_index = np.unique(y, return_inverse=True)
+    pairs = np.unique(np.stack([label_index, np.unique(groups, return_inverse=True)[1]]), axis=1)
+    counts = np.bincount(pairs[0])
+    return labels[np.argmin(counts)].item(), int(counts.min())
 
 
 def search_sample(groups: np.ndarray, max_samples: int, seed: int = 0) -> np.ndarray:

@@ -1,18 +1,20 @@
 """Support vector machine on standardised features."""
 
+import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from heads._base import HeadError
-from heads._sklearn import SklearnHead
+from heads._base import Interval, Options
+from heads._sklearn import N_JOBS, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead, scaling_steps
 
 SOLVERS = ("auto", "rbf", "linear")
+CALIBRATION_FOLDS = 3
 
 
 class SVMHead(SklearnHead):
-    """``StandardScaler`` then an SVM with class probabilities.
+    """Features clipped to their training range and standardised, then an SVM with class
+    probabilities.
 
     ``solver="auto"`` picks a kernel ``SVC`` (RBF unless a search chooses linear) up to
     ``rbf_max_samples`` training rows (its cost grows about quadratically in rows) and
@@ -24,9 +26,25 @@ class SVMHead(SklearnHead):
     row. The choice made is kept as ``solver_``. A search space may hold ``C`` and, for
     the kernel SVC, ``kernel`` (``rbf``, ``linear``); ``linear_C``, when present, replaces
     ``C`` for the LinearSVC.
+
+    A class with fewer than 3 training rows lowers the calibration folds to its count; a class
+    of one row leaves nothing to hold out, so the SVM is then fitted on every row and Platt
+    scaling on its own training scores (in-sample, so optimistic, but Platt's smoothed targets
+    keep it short of certainty), rather than refusing: ``compare`` still ranks the head.
+    ``calibration_`` records which.
     """
 
     name = "svm"
+    _parameter_constraints = {
+        "C": POSITIVE_FLOAT,
+        "solver": [Options(*SOLVERS)],
+        "rbf_max_samples": [Interval(int, 1)],
+        "search_space": SEARCH_SPACE,
+        "cv_folds": [Interval(int, 2)],
+        "search_max_samples": [Interval(int, 2)],
+        "n_jobs": N_JOBS,
+        "seed": [Interval(int, 0)],
+    }
 
     def __init__(self, *, C: float = 1.0, solver: str = "auto", rbf_max_samples: int = 10000,
                  search_space: dict | None = None, cv_folds: int = 3, search_max_samples: int = 10000,
@@ -41,8 +59,6 @@ class SVMHead(SklearnHead):
         self.seed = seed
 
     def _choose_solver(self, n_samples: int) -> str:
-        if self.solver not in SOLVERS:
-            raise HeadError(f"svm solver must be one of {', '.join(SOLVERS)}. Received: {self.solver!r}")
         if self.solver == "auto":
             return "rbf" if n_samples <= self.rbf_max_samples else "linear"
         return self.solver
@@ -55,11 +71,25 @@ class SVMHead(SklearnHead):
         self.solver_ = "LinearSVC(dual=False)"
         return LinearSVC(C=self.C if C is None else C, dual=False, tol=1e-3, random_state=self.seed)
 
-    def _make_estimator(self, n_samples: int, C: float | None = None, kernel: str = "rbf"):
+    def _make_estimator(self, n_samples: int, C: float | None = None, kernel: str = "rbf", y=None):
+        """``y``, the training labels, lowers the calibration folds for a class with few rows."""
         svm = self._svm(n_samples, C, kernel)
-        calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=3, ensemble=isinstance(svm, LinearSVC),
+        folds, ensemble = CALIBRATION_FOLDS, isinstance(svm, LinearSVC)
+        self.calibration_ = f"sigmoid, {folds}-fold"
+        if y is not None:
+            labels, counts = np.unique(y, return_counts=True)
+            label, rows = labels[np.argmin(counts)].item(), int(counts.min())
+            if rows < folds:
+                why = f"class {label!r} has {rows} training row{'s' if rows > 1 else ''}"
+                folds = rows
+                self.calibration_ = f"sigmoid, {rows}-fold: {why}"
+            if rows < 2:
+                every = np.arange(n_samples)
+                folds, ensemble = [(every, every)], True  # one model, calibrated on its own rows
+                self.calibration_ = f"sigmoid, in-sample: {why}"
+        calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=ensemble,
                                             n_jobs=self.n_jobs)
-        return make_pipeline(StandardScaler(), calibrated)
+        return make_pipeline(*scaling_steps(), calibrated)
 
     def _search_grid(self, n_samples: int):
         svm = self._svm(n_samples)
@@ -70,4 +100,4 @@ class SVMHead(SklearnHead):
         if step == "svc" and "kernel" in self.search_space:
             grid[f"{step}__kernel"] = list(self.search_space["kernel"])
             names[f"{step}__kernel"] = "kernel"
-        return make_pipeline(StandardScaler(), svm), [grid], names
+        return make_pipeline(*scaling_steps(), svm), [grid], names

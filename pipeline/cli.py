@@ -1,24 +1,43 @@
-"""The typer app behind `python -m pipeline`: one short function per command."""
+"""The typer app behind `bottleneck-heads` and `python -m pipeline`: one short function per command."""
 
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
 import sys
+import tempfile
+import traceback
 from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from pipeline import config
+from pipeline.display import printable
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+DISTRIBUTION = "bottleneck-heads"
+DEBUG_ENV = "BOTTLENECK_HEADS_DEBUG"  # set to 1 to see the traceback of an internal error
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
                   help="Transfer learning with cached VGG16 bottleneck features and swappable heads.")
 
-CacheOption = Annotated[Path, typer.Option(help="Folder of feature stores.")]
-RunsOption = Annotated[Path, typer.Option(help="Folder of fitted heads, runs/<store key>/<head>/.")]
+
+def expand_path(path: Optional[Path]) -> Optional[Path]:
+    """``~`` expanded and relative paths made absolute, as a shell would for ``--opt ~/x``."""
+    return None if path is None else Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def expand_paths(paths: Optional[list[Path]]) -> Optional[list[Path]]:
+    return None if paths is None else [expand_path(path) for path in paths]
+
+
+CacheOption = Annotated[Path, typer.Option(help="Folder of feature stores.", callback=expand_path)]
+RunsOption = Annotated[Path, typer.Option(
+    help="Folder of fitted heads, runs/<store key>/<head>/.", callback=expand_path)]
 NoSearchOption = Annotated[bool, typer.Option(
     "--no-search", help="Skip the cross-validated hyperparameter search of scikit-learn heads.")]
 StoreOption = Annotated[str, typer.Option(
@@ -26,6 +45,8 @@ StoreOption = Annotated[str, typer.Option(
 SchedulerOption = Annotated[Optional[str], typer.Option(
     help="With --backend dask: the address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786. "
          "Unset: a LocalCluster of worker processes on this machine.")]
+WeightsOverrideOption = Annotated[Optional[str], typer.Option(
+    help="Weights file if the recorded one has moved (must be the same weights).")]
 
 
 class Backend(str, Enum):
@@ -65,8 +86,15 @@ class Engine(str, Enum):
     openvino = "openvino"
 
 
+class Layout(str, Enum):
+    auto = "auto"
+    flat = "flat"
+    split = "split"
+
+
 class OutputFormat(str, Enum):
     text = "text"
+    csv = "csv"
     json = "json"
 
 
@@ -86,8 +114,19 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def fail(message: str, code: int = 1):
+    """One ``error:`` line on stderr, then exit with ``code``."""
+    typer.echo(f"error: {printable(message)}", err=True)
+    raise typer.Exit(code=code)
+
+
 def user_errors(command):
-    """Report project errors as one line on stderr and exit 1, never a traceback."""
+    """Report every failure as one line on stderr and a non-zero exit, never a traceback.
+
+    Project errors (``FeatureError``, ``HeadError``) and operating-system errors exit 1
+    with their message. Anything else is a bug: one line, with the traceback written to
+    a file (or shown when ``BOTTLENECK_HEADS_DEBUG=1``).
+    """
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         import_tensorflow_quietly()
@@ -96,13 +135,29 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except (FeatureError, HeadError) as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(code=1) from None
+            fail(str(error))
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            fail(f"{error.strerror or error}{where}.")
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug: say so in one line, keep the traceback
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            fail(f"internal error ({type(error).__name__}: {str(error)[:200]}); the traceback is in "
+                 f"{_save_traceback()}. Please report it.")
     return wrapper
 
 
+def _save_traceback() -> str:
+    handle, path = tempfile.mkstemp(prefix="bottleneck-heads-", suffix=".log")
+    with os.fdopen(handle, "w") as log:
+        log.write(traceback.format_exc())
+    return path
+
+
 def say(message: str) -> None:
-    typer.echo(message, err=True)
+    typer.echo(printable(message), err=True)
 
 
 def warn_if_stale(feature_store) -> None:
@@ -112,23 +167,55 @@ def warn_if_stale(feature_store) -> None:
         say(f"warning: {warning}")
 
 
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse ``value`` outside [low, high] (or open ends), nan and inf, in one line."""
+    if not math.isfinite(value) or (low is not None and (value < low or (low_open and value == low))) \
+            or (high is not None and (value > high or (high_open and value == high))):
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        fail(f"{name} must be a finite number in {bounds}. Received: {value}", code=2)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{DISTRIBUTION} {metadata.version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+):
+    """Transfer learning with cached VGG16 bottleneck features and swappable heads."""
+
+
 @app.command()
 @user_errors
 def features(
     data: Annotated[Optional[Path], typer.Option(
-        help="Photo folder, root/<class>/* or root/{train,validation[,test]}/<class>/*. "
-             f"Unset: the built-in digits demo, written to {config.DEMO_DIR}.")] = None,
+        help="Photo folder: root/<class>/*, or split folders root/{train,val,test}/<class>/* "
+             "(also training, valid, validation, dev, testing; any case). "
+             f"Unset: the built-in digits demo, written to {config.DEMO_DIR}.",
+        callback=expand_path)] = None,
+    layout: Annotated[Layout, typer.Option(
+        help="How --data is laid out: auto (split folders when every subfolder is a split name, "
+             "class folders when none is), flat (every subfolder is a class), split.")] = Layout.auto,
     image_size: Annotated[Optional[int], typer.Option(
-        help=f"Square input size in pixels, 32 or more. Default {config.DEFAULT_IMAGE_SIZE} "
-             f"({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
+        help=f"Square input size in pixels, {config.MIN_IMAGE_SIZE}-{config.MAX_IMAGE_SIZE}. "
+             f"Default {config.DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
     pooling: Annotated[Pooling, typer.Option(
         help="avg/max: 512 floats per image; none: the whole map (7x7x512 at 224).")] = Pooling.avg,
     weights: Annotated[str, typer.Option(
-        help="auto ($VGG16_WEIGHTS, else imagenet, else random with a warning), imagenet, "
-             "none (random), or a weights file path.")] = config.DEFAULT_WEIGHTS,
+        help="auto ($VGG16_WEIGHTS, else the ImageNet download; random weights only for the "
+             "built-in demo), imagenet, none (random, on purpose), or a weights file path.")
+    ] = config.DEFAULT_WEIGHTS,
     passes: Annotated[int, typer.Option(min=0, help="Extra augmented passes over training images.")] = 0,
     val_fraction: Annotated[float, typer.Option(
-        help="Validation share for a flat root/<class>/ folder (stable hash of each path).")] = 0.2,
+        help="Validation share, in (0, 1), for a flat root/<class>/ folder (stable hash of each "
+             "path), or for split folders without a validation folder.")] = 0.2,
     shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = 1024,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
     dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
@@ -141,25 +228,31 @@ def features(
              "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = Engine.auto,
     calibration_images: Annotated[int, typer.Option(
         min=1, help="int8 only: training images the quantization is calibrated on.")] = 300,
-    seed: Annotated[int, typer.Option(help="Seeds augmentation (and random weights).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seeds augmentation (and random weights).")] = 0,
     max_bad: Annotated[float, typer.Option(
-        help="Fail when more than this share of files is unreadable.")] = 0.01,
+        help="Fail when more than this share (0 to 1) of files is unreadable.")] = 0.01,
     backend: ExtractBackendOption = Backend.local,
     scheduler: SchedulerOption = None,
     cache: CacheOption = config.CACHE_DIR,
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
-    from features import ExtractConfig, scan_dataset
+    from features import ExtractConfig, resolve_weights, scan_dataset
     from features.backbone import resolve_precision
     from features.engines import resolve_engine
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
 
-    if data is None:
+    if image_size is not None:
+        check_range("--image-size", image_size, config.MIN_IMAGE_SIZE, config.MAX_IMAGE_SIZE)
+    check_range("--max-bad", max_bad, 0, 1)
+    check_range("--val-fraction", val_fraction, 0, 1, low_open=True, high_open=True)
+    demo = data is None
+    weights_found = resolve_weights(weights, random_fallback=demo)
+    if demo:
         say(f"No --data given: using the built-in digits demo in {config.DEMO_DIR}.")
         data = write_digits(config.DEMO_DIR)
         image_size = image_size or config.DEMO_IMAGE_SIZE
-    dataset = scan_dataset(data, val_fraction)
+    dataset = scan_dataset(data, val_fraction, layout=layout.value)
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     arithmetic = resolve_precision(precision.value)
@@ -169,7 +262,7 @@ def features(
         engine=resolve_engine(engine.value, arithmetic), calibration_images=calibration_images,
         seed=seed, max_bad=max_bad)
     try:
-        store = build_store(dataset, settings, weights, cache, log=say, backend=backend.value,
+        store = build_store(dataset, settings, weights_found, cache, log=say, backend=backend.value,
                             scheduler=scheduler)
     except KeyboardInterrupt:
         say("Interrupted: every finished shard is saved. Run the same command again to resume.")
@@ -211,6 +304,19 @@ def head(
         say("chosen: " + ", ".join(f"{k} {v}" for k, v in run.info["details"].items()))
 
 
+def head_names(heads: str) -> list[str]:
+    """The heads named by ``--heads`` (comma-separated, or 'all'), each checked."""
+    from heads import HEADS, head_class
+
+    names = list(HEADS) if heads.strip() == "all" else [n.strip() for n in heads.split(",") if n.strip()]
+    if not names:
+        fail(f"--heads names no head; give a comma-separated list of {', '.join(HEADS)}, or all. "
+             f"Received: {heads!r}", code=2)
+    for name in names:
+        head_class(name)
+    return list(dict.fromkeys(names))
+
+
 @app.command()
 @user_errors
 def compare(
@@ -228,15 +334,12 @@ def compare(
     from rich.table import Table
 
     from features.distributed import backend_client
-    from heads import HEADS, head_class
     from pipeline.compare import compare_heads
     from pipeline.leaderboard import compact_cells
     from pipeline.report import write_report
     from pipeline.stores import open_store
 
-    names = list(HEADS) if heads == "all" else [name.strip() for name in heads.split(",") if name.strip()]
-    for name in names:
-        head_class(name)
+    names = head_names(heads)
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
     with backend_client(backend.value, scheduler):
@@ -257,26 +360,33 @@ def compare(
         f"(leaderboard.md, leaderboard.json, {report.name}, report.md)")
 
 
-@app.command()
+@app.command(epilog="Exit status: 0 every image classified; 1 an error, or no image could be read; "
+                    "3 some images could not be read (each is a record with its error), the rest "
+                    "classified.")
 @user_errors
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image files and/or folders of images.", callback=expand_paths)],
     head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg or svm.")] = "logreg",
     export: Annotated[Optional[Path], typer.Option(
-        "--export", help="Use an exported head folder (from `export`) instead of --store/--head.")] = None,
+        "--export", help="Use an exported head folder (from `export`) instead of --store/--head.",
+        callback=expand_path)] = None,
     output_format: Annotated[OutputFormat, typer.Option(
-        "--format", help="text: path, class, probability per line; json: one JSON list.")] = OutputFormat.text,
-    weights: Annotated[Optional[str], typer.Option(
-        help="Weights file if the recorded one has moved (must be the same weights).")] = None,
+        "--format", help="text: tab-separated path, class, probability (then the next classes with "
+                         "--top-k); csv: with a header row; json: one list of records with every "
+                         "class's probability.")] = OutputFormat.text,
+    top_k: Annotated[int, typer.Option(min=1, help="Most probable classes per image to print.")] = 1,
+    all_classes: Annotated[bool, typer.Option(
+        "--all-classes", help="csv/text: also one probability column per class.")] = False,
+    weights: WeightsOverrideOption = None,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
 ):
     """Classify images with the store's exact VGG16 settings and a fitted head."""
-    from dataclasses import asdict
-
     from pipeline.export import load_export
     from pipeline.predict import Predictor, expand_image_paths, predict_paths, recorded_weights
+    from pipeline.predict_output import format_predictions
     from pipeline.runs import load_run
     from pipeline.stores import open_store
 
@@ -287,17 +397,12 @@ def predict(
         predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head))
     paths = expand_image_paths(images)
     predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights))
-    if output_format is OutputFormat.json:
-        typer.echo(json.dumps([asdict(p) for p in predictions], indent=1))
-    else:
-        for p in predictions:
-            typer.echo(f"{p.path}\t{p.label}\t{p.probability:.4f}" if p.error is None
-                       else f"{p.path}\tERROR\t{p.error}")
+    sys.stdout.write(format_predictions(predictions, predictor.class_names, output_format.value,
+                                        top_k, all_classes))
     failed = [p for p in predictions if p.error]
     if failed:
         say(f"{len(failed)} of {len(predictions)} image(s) could not be read.")
-    if len(failed) == len(predictions):
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=1 if len(failed) == len(predictions) else 3)
 
 
 @app.command()
@@ -305,9 +410,11 @@ def predict(
 def export(
     head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg or svm.")],
     out: Annotated[Path, typer.Option(
-        help="dense: a NAME.keras file (raw images in, probabilities out); others: a folder.")],
-    weights: Annotated[Optional[str], typer.Option(
-        help="Weights file if the recorded one has moved (must be the same weights).")] = None,
+        help="NAME.keras: one Keras model, raw images in, probabilities out (dense and logreg); "
+             "a folder for `predict --export` (logreg and svm).", callback=expand_path)],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an earlier export at --out (never anything else).")] = False,
+    weights: WeightsOverrideOption = None,
     store: StoreOption = "latest",
     cache: CacheOption = config.CACHE_DIR,
     runs: RunsOption = config.RUNS_DIR,
@@ -318,7 +425,7 @@ def export(
     from pipeline.stores import open_store
 
     feature_store = open_store(cache, store)
-    written = export_run(feature_store, load_run(runs, feature_store, head), out, weights)
+    written = export_run(feature_store, load_run(runs, feature_store, head), out, weights, force=force)
     say(f"Exported {head} to {written}")
 
 
@@ -338,13 +445,17 @@ def verify(
         say(f"note: store {manifest['key']} is incomplete; rerun its `features` command to finish it.")
     problems = verify_store(folder, manifest)
     for problem in problems:
-        typer.echo(f"problem: {problem}")
+        typer.echo(printable(f"problem: {problem}"))
     if problems:
-        say(f"error: store {manifest['key']} failed verification with {len(problems)} problem(s).")
-        raise typer.Exit(code=1)
+        fail(f"store {manifest['key']} failed verification with {len(problems)} problem(s).")
     rows = sum(entry["rows"] for entry in manifest["shards"])
     typer.echo(f"OK: store {manifest['key']}, {len(manifest['shards'])} shards, {rows} rows verified.")
 
 
+def main() -> None:
+    """The `bottleneck-heads` console script."""
+    app(prog_name=DISTRIBUTION)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -8,13 +8,10 @@ DEMO_DIR = Path("data") / "digits"
 LATEST_FILE = "LATEST"  # inside the cache: key of the last store `features` finished
 
 DEFAULT_IMAGE_SIZE = 224
+MIN_IMAGE_SIZE = 32  # VGG16's five poolings need 32 px
+MAX_IMAGE_SIZE = 1024  # one 32-image batch at 1024 px already needs about 9 GB of activations
 DEMO_IMAGE_SIZE = 32
 DEFAULT_WEIGHTS = "auto"
-
-# Bumped whenever the way features are computed changes, so old stores are not reused.
-EXTRACTION_VERSION = 1
-BACKBONE = "keras.applications.VGG16(include_top=False)"
-PREPROCESSING = "pillow draft+exif upright+RGB+bilinear resize; vgg16.preprocess_input"
 
 # Cross-validated search of each scikit-learn head on the training rows (`--no-search` skips it).
 # The kernel SVC tries both kernels only up to its rbf_max_samples rows; beyond, LinearSVC tries

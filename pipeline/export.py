@@ -1,5 +1,10 @@
 """`export`: the chosen head with everything needed to use it away from the store.
 
+An export never deletes what it did not create: an existing ``--out`` is replaced only
+with ``force`` and only when it is an earlier export (a folder holding ``export.json``, or
+a ``.keras`` file with its ``.classes.json`` beside it); the new export is written under a
+temporary name first and swapped in whole.
+
 - dense: one Keras model, raw RGB images (0-255, any size) in, class probabilities out:
   Resizing -> VGG16 preprocessing (as a fixed 1x1 convolution) -> VGG16 base -> head.
   The base runs in the store's precision, float32 for an int8 store (Keras has no int8 VGG16).
@@ -12,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +26,8 @@ import numpy as np
 
 from features import FeatureStore, build_backbone
 from features.calibration import INT8_DIR, MODEL_FILE, int8_problems, model_hashes
-from heads import DenseHead, HeadError, head_class
+from features.store import atomic_write_bytes
+from heads import DenseHead, HeadError, LogRegHead, head_class
 from pipeline.predict import Predictor, backbone_settings, recorded_weights
 from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import write_json
@@ -40,32 +47,101 @@ def vgg16_preprocessing_layer() -> keras.layers.Conv2D:
     return layer
 
 
-def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str | None = None) -> Path:
+KERAS_EXPORTABLE = (DenseHead, LogRegHead)
+
+
+def head_layers(head) -> keras.Model:
+    """The fitted head as Keras layers, features in, probabilities out."""
+    return head.model_ if isinstance(head, DenseHead) else logistic_regression_model(head)
+
+
+def logistic_regression_model(head: LogRegHead) -> keras.Model:
+    """A fitted logistic-regression head in built-in Keras layers, step for step.
+
+    ``MinMaxScaler(clip=True)`` is a ``Normalization`` onto [0, 1] and ``ReLU(max_value=1)``;
+    ``StandardScaler`` and the linear model fold into one ``Dense`` softmax layer (two
+    classes: logits 0 and w.x+b, whose softmax is the sigmoid scikit-learn uses).
+    """
+    steps = head.model_.named_steps
+    clipper, scaler, classifier = steps["minmaxscaler"], steps["standardscaler"], steps["logisticregression"]
+    scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
+    coef = classifier.coef_ / scale
+    intercept = classifier.intercept_ - (classifier.coef_ * scaler.mean_ / scale).sum(axis=1)
+    if len(coef) == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    model = keras.Sequential([
+        keras.Input(shape=head.feature_shape_),
+        keras.layers.Flatten(),
+        keras.layers.Normalization(mean=-clipper.min_ / clipper.scale_, variance=clipper.scale_ ** -2.0,
+                                   name="onto_training_range"),
+        keras.layers.ReLU(max_value=1.0, name="clip_to_training_range"),
+        keras.layers.Dense(len(coef), activation="softmax", name="logistic_regression"),
+    ], name="logreg_head")
+    model.layers[-1].set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
+    return model
+
+
+def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str | None = None,
+               force: bool = False) -> Path:
     """Write the export for ``run`` to ``out``; return what was written."""
     predictor = Predictor.from_run(store, run)
-    if isinstance(run.head, DenseHead):
-        return _export_keras(predictor, out, weights_override)
     if out.suffix == ".keras":
-        raise HeadError(f"Only the dense head exports as one .keras model; the {run.info['head']} head "
-                        "exports as a folder. Pass --out with a folder name.")
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(run.folder / MODEL_DIR, out / MODEL_DIR)
+        if not isinstance(run.head, KERAS_EXPORTABLE):
+            raise HeadError(f"The {run.info['head']} head exports as a folder, not one .keras model. "
+                            "Pass --out with a folder name.")
+        check_destination(out, force, is_folder=False)
+        return _export_keras(predictor, out, weights_override)
+    if isinstance(run.head, DenseHead):
+        raise HeadError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
+    check_destination(out, force, is_folder=True)
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(run.folder / MODEL_DIR, temporary / MODEL_DIR)
     info = {
         "head": run.info["head"], "store_key": store.key, "backbone": predictor.backbone,
         "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
-        "model_sha256": hash_folder(out / MODEL_DIR),
+        "model_sha256": hash_folder(temporary / MODEL_DIR),
     }
     if predictor.int8_model:  # the calibrated base travels with the head
-        shutil.copytree(predictor.int8_model.parent, out / INT8_DIR)
-        info["int8_sha256"] = model_hashes(out / INT8_DIR)
-    write_json(out / EXPORT_FILE, info)
+        shutil.copytree(predictor.int8_model.parent, temporary / INT8_DIR)
+        info["int8_sha256"] = model_hashes(temporary / INT8_DIR)
+    write_json(temporary / EXPORT_FILE, info)
+    _swap_in(temporary, out)
     return out
 
 
+def check_destination(out: Path, force: bool, is_folder: bool) -> None:
+    """Refuse an ``out`` that holds anything but (with ``force``) an earlier export."""
+    kind = "folder" if is_folder else ".keras file"
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink() or out.is_dir() != is_folder:
+        raise HeadError(f"--out {out} exists and is not a {kind}; choose another --out.")
+    if is_folder and not any(out.iterdir()):
+        return
+    earlier = (out / EXPORT_FILE).is_file() if is_folder else classes_file(out).is_file()
+    if not earlier:
+        raise HeadError(f"--out {out} exists and is not an earlier export; it is left as it is. "
+                        "Choose another --out.")
+    if not force:
+        raise HeadError(f"--out {out} holds an earlier export; pass --force to replace it.")
+
+
+def _swap_in(temporary: Path, out: Path) -> None:
+    """Put the finished folder ``temporary`` at ``out``, then delete what was there."""
+    previous = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(temporary, out)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def classes_file(model_file: Path) -> Path:
+    """The class names written beside an exported ``NAME.keras``: ``NAME.classes.json``."""
+    return model_file.with_suffix(".classes.json")
+
+
 def _export_keras(predictor: Predictor, out: Path, weights_override: str | None) -> Path:
-    if out.suffix != ".keras":
-        raise HeadError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
     size = predictor.backbone["image_size"]
     precision = "fp32" if predictor.backbone["precision"] == "int8" else predictor.backbone["precision"]
     base = build_backbone(size, predictor.backbone["pooling"], recorded_weights(predictor.weights, weights_override),
@@ -75,12 +151,14 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
     x = base(vgg16_preprocessing_layer()(x))
     if predictor.dtype == "float16":  # the head was fitted on features stored in float16
         x = keras.layers.Activation("linear", dtype="float16")(x)
-    probabilities = predictor.head.model_(x)
+    probabilities = head_layers(predictor.head)(x)
     model = keras.Model(images, probabilities, name="vgg16_bottleneck_classifier")
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
-    out.with_suffix(".classes.json").write_text(json.dumps(
-        [predictor.class_names[int(c)] for c in predictor.head.classes_], indent=1) + "\n")
+    temporary = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
+    model.save(temporary)
+    os.replace(temporary, out)
+    atomic_write_bytes(classes_file(out), (json.dumps(
+        [predictor.class_names[int(c)] for c in predictor.head.classes_], indent=1) + "\n").encode())
     return out
 
 

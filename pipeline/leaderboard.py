@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.store import atomic_write_bytes
+from pipeline.runs import RUNS_FIX
 from pipeline.stats import mcnemar
 
 SIGNIFICANCE = 0.05
@@ -112,5 +114,6 @@ def to_markdown(board: dict) -> str:
 
 
 def write_leaderboard(folder: Path, board: dict) -> None:
-    (folder / "leaderboard.md").write_text(to_markdown(board))
-    (folder / "leaderboard.json").write_text(json.dumps(board, indent=1) + "\n")
+    """Write ``leaderboard.md`` and ``leaderboard.json`` into ``folder``, each atomically."""
+    atomic_write_bytes(folder / "leaderboard.md", to_markdown(board).encode(), RUNS_FIX)
+    atomic_write_bytes(folder / "leaderboard.json", (json.dumps(board, indent=1) + "\n").encode(), RUNS_FIX)

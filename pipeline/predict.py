@@ -22,9 +22,10 @@ BACKBONE_DEFAULTS = {"precision": "fp32", "engine": "keras", "batch_size": 32}
 
 @dataclass
 class Prediction:
+    """One image's result: every class's probability (in class order), or why it was not read."""
+
     path: str
-    label: str | None
-    probability: float | None
+    probabilities: np.ndarray | None
     error: str | None = None
 
 
@@ -59,12 +60,16 @@ def backbone_settings(config: dict) -> dict:
 
 
 def expand_image_paths(items: list[Path]) -> list[Path]:
-    """Files as given, folders replaced by the image files below them (sorted)."""
+    """Files as given, folders replaced by the image files below them (sorted).
+
+    A file given by name is kept whatever it is, so that one that cannot be read (a FIFO,
+    a folder-sized file) gets its own error record; inside folders only regular files count.
+    """
     paths = []
     for item in items:
         if item.is_dir():
             paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name))
-        elif item.exists():
+        elif item.exists() or item.is_symlink():
             paths.append(item)
         else:
             raise FeatureError(f"No such image or folder: {item}")
@@ -110,12 +115,10 @@ def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> 
                 pixels.append(load_pixels(path, size))
                 readable.append(path)
             except Exception as error:  # reported per file, the rest still predicted
-                predictions.append(Prediction(str(path), None, None, describe_error(error)))
+                predictions.append(Prediction(str(path), None, describe_error(error)))
         if readable:
             features = extractor(np.stack(pixels).astype(np.float32)).astype(predictor.dtype)
             proba = class_probabilities(predictor.head, features, len(predictor.class_names))
-            for path, row in zip(readable, proba):
-                best = int(row.argmax())
-                predictions.append(Prediction(str(path), predictor.class_names[best], float(row[best])))
+            predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(predictions, key=lambda p: order[p.path])

@@ -18,9 +18,10 @@ from PIL import Image  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from features import FeatureStore, load_pixels  # noqa: E402
-from pipeline.config import BACKBONE  # noqa: E402
+from features.keys import BACKBONE  # noqa: E402
+from features.store import atomic_write_bytes  # noqa: E402
 from pipeline.leaderboard import markdown_table, pairwise_cells, table_cells, to_markdown  # noqa: E402
-from pipeline.runs import METRICS_FILE, PREDICTIONS_FILE  # noqa: E402
+from pipeline.runs import METRICS_FILE, PREDICTIONS_FILE, RUNS_FIX  # noqa: E402
 from pipeline.stats import ECE_BINS  # noqa: E402
 
 GALLERY_SIZE = 12
@@ -191,8 +192,8 @@ the top head; * differs at p &lt; 0.05, ~ cannot be told apart.</p>
 <h2>Store settings</h2>{_table(["setting", "value"], settings)}
 </body></html>
 """
-    (folder / "report.html").write_text(page, encoding="utf-8")
+    atomic_write_bytes(folder / "report.html", page.encode("utf-8"), RUNS_FIX)
     markdown = to_markdown(board) + "\n## Store settings\n\n" + "\n".join(
         markdown_table(["setting", "value"], settings)) + "\n"
-    (folder / "report.md").write_text(markdown, encoding="utf-8")
+    atomic_write_bytes(folder / "report.md", markdown.encode("utf-8"), RUNS_FIX)
     return folder / "report.html"

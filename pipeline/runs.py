@@ -2,11 +2,13 @@
 
 A run folder is ``runs/<store key>/<head>/`` holding ``model/`` (the head's files),
 ``run.json`` (head, params, store key, fit seconds, sha256 of every model file) and
-``metrics.json`` (validation metrics).
+``metrics.json`` (validation metrics). Each record is written atomically, ``run.json``
+last, so a fit killed halfway leaves a run that `load_run` refuses, never a mixed one.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import numpy as np
 
 from features import FeatureStore
 from features.backbone import file_sha256
+from features.store import atomic_write_bytes
 from heads import Head, HeadError, create_head, head_class
 from pipeline.config import SEARCH_SPACES
 from pipeline.metrics import classification_metrics, expand_proba
@@ -25,6 +28,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "validation_predictions.npz"
 MODEL_DIR = "model"
+RUN_FIELDS = {"head": str, "store_key": str, "model_sha256": dict}  # what loading a run relies on
+RUNS_FIX = "Free disk space or pass --runs with a writable folder, then fit the head again."
 
 
 @dataclass
@@ -66,21 +71,30 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     metrics.update(fit_seconds=fit_seconds, predict_ms_per_image=predict_ms)
 
     folder = run_folder(runs, store, head_name)
-    head.save(folder / MODEL_DIR)
+    save_head(head, folder / MODEL_DIR)
     metrics["model_bytes"] = sum(p.stat().st_size for p in (folder / MODEL_DIR).rglob("*") if p.is_file())
-    np.savez(folder / PREDICTIONS_FILE, proba=proba, labels=validation["labels"],
-             sources=validation["sources"])
+    predictions = io.BytesIO()
+    np.savez(predictions, proba=proba, labels=validation["labels"], sources=validation["sources"])
+    atomic_write_bytes(folder / PREDICTIONS_FILE, predictions.getvalue(), RUNS_FIX)
     info = {
         "head": head_name, "params": head.get_params(), "store_key": store.key,
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
         "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
-                    ("solver_", "epochs_", "best_params_", "cv_score_") if hasattr(head, k)},
+                    ("solver_", "epochs_", "best_params_", "cv_score_", "search_note_", "calibration_") if hasattr(head, k)},
         "model_sha256": hash_folder(folder / MODEL_DIR),
     }
-    write_json(folder / RUN_FILE, info)
-    write_json(folder / METRICS_FILE, metrics)
+    write_json(folder / METRICS_FILE, metrics, RUNS_FIX)
+    write_json(folder / RUN_FILE, info, RUNS_FIX)  # last: it vouches for the files above
     return Run(folder, head, info, metrics)
+
+
+def save_head(head: Head, folder: Path) -> None:
+    """``head.save(folder)``, or one line saying why the folder cannot take it."""
+    try:
+        head.save(folder)
+    except OSError as error:
+        raise HeadError(f"Could not save the head to {folder}: {error.strerror or error}. {RUNS_FIX}") from None
 
 
 def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
@@ -90,7 +104,7 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     if not (folder / RUN_FILE).is_file():
         raise HeadError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
                         f"Run `python -m pipeline head --head {head_name}` first.")
-    info = json.loads((folder / RUN_FILE).read_text())
+    info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
         raise HeadError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
                         f"not on {store.key}. Fit it again on this store with `head`.")
@@ -100,9 +114,26 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
         raise HeadError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
                         f"{RUN_FILE} ({changed[0][0]} differs); it was modified or damaged. "
                         "Fit it again with `head`.")
+    metrics = read_record(folder / METRICS_FILE, head_name)
     head = head_class(head_name).load(folder / MODEL_DIR)
-    metrics = json.loads((folder / METRICS_FILE).read_text())
     return Run(folder, head, info, metrics)
+
+
+def read_record(path: Path, head_name: str, fields: dict[str, type] | None = None) -> dict:
+    """A run's JSON record at ``path``: a JSON object whose ``fields`` have their types; else
+    one line saying that it is missing or damaged and to fit the head again."""
+    try:
+        record = json.loads(path.read_bytes())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        wrong = [name for name, kind in (fields or {}).items() if not isinstance(record.get(name), kind)]
+        if wrong:
+            raise ValueError(f"its {wrong[0]!r} field is missing or malformed")
+        return record
+    except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, or not a run record
+        raise HeadError(f"The run record {path} is missing or damaged "
+                        f"({getattr(error, 'strerror', None) or error}). Fit the head again with "
+                        f"`head --head {head_name}`.") from None
 
 
 def hash_folder(folder: Path) -> dict[str, str]:

@@ -10,14 +10,17 @@ from pathlib import Path
 import keras
 
 from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
-                      extract, plan_shards, resolve_weights, scan_dataset)
+                      extract, plan_shards, scan_dataset)
 from features.backbone import feature_shape
 from features.distributed import check_backend, extract_on_dask
 from features.lock import StoreLock
+from features.store import atomic_write_bytes, read_manifest
 from features.verify import verify_store
 from pipeline.config import LATEST_FILE
 from pipeline.keys import store_key
 from pipeline.progress import progress
+
+WRITE_FIX = "Free disk space or choose a writable folder, then run the command again."
 
 
 def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key: str) -> dict:
@@ -37,28 +40,31 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
     }
 
 
-def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cache: Path,
+def build_store(dataset: Dataset, config: ExtractConfig, weights: Weights, cache: Path,
                 log=print, backend: str = "local", scheduler: str | None = None) -> FeatureStore:
     """Extract what the store for these inputs lacks, and return it.
 
-    The store folder is locked while it is written. A resumed store is fully verified.
+    The store folder is locked while it is written. Every recorded shard is checked first
+    (``_drop_damaged_shards``); a complete store is then only held to ``--max-bad`` again
+    (it is not in the key), and a resumed one is fully verified at the end.
     ``backend="dask"`` computes the shards on the Dask cluster at ``scheduler`` (None: a
     LocalCluster); the store is the same either way.
     """
     check_backend(backend, scheduler)
-    weights = resolve_weights(weights_spec)
     if weights.warning:
         log(f"warning: {weights.warning}")
     key = store_key(dataset, config, weights)
     folder = cache / key
     with StoreLock(folder):
         writer = StoreWriter.open(folder, store_header(dataset, config, weights, key))
+        plan = plan_shards(dataset, config.passes, config.shard_size)
+        _drop_damaged_shards(writer, plan, log)
         if writer.manifest["complete"]:
-            log(f"Store {key} is up to date: nothing to recompute ({folder}).")
+            extract(dataset, config, weights, writer)  # computes nothing; applies --max-bad again
+            log(f"Store {key} is up to date: every shard checks out, nothing to recompute ({folder}).")
             _mark_latest(cache, key)
             return FeatureStore(folder)
         _report_data_changes(cache, dataset, key, log)
-        plan = plan_shards(dataset, config.passes, config.shard_size)
         done = writer.done()
         todo_images = sum(len(s.sources) for s in plan if s.name not in done)
         if done:
@@ -76,6 +82,15 @@ def build_store(dataset: Dataset, config: ExtractConfig, weights_spec: str, cach
     return FeatureStore(folder)
 
 
+def _drop_damaged_shards(writer: StoreWriter, plan: list, log) -> None:
+    """Forget the recorded shards that are missing, damaged or misrecorded, so that they are
+    computed again, and say so in one line."""
+    dropped = writer.drop_damaged({shard.name for shard in plan})
+    if dropped:
+        log(f"Store {writer.manifest['key']}: {len(dropped)} shard(s) missing, damaged or misrecorded "
+            f"(first: {dropped[0]}); recomputing them.")
+
+
 def _verify_or_fail(folder: Path, manifest: dict) -> None:
     problems = verify_store(folder, manifest)
     if problems:
@@ -84,13 +99,16 @@ def _verify_or_fail(folder: Path, manifest: dict) -> None:
 
 
 def _report_data_changes(cache: Path, dataset: Dataset, key: str, log) -> None:
-    """Say how the data changed since the newest other store of the same folder."""
+    """Say how the data changed since the newest other sound store of the same folder."""
     root = str(dataset.root.resolve())
     previous = sorted((p for p in cache.glob("*/manifest.json") if p.parent.name != key),
                       key=lambda p: p.stat().st_mtime, reverse=True)
     for path in previous:
-        manifest = json.loads(path.read_text())
-        if manifest.get("data_root") == root:
+        try:
+            manifest = read_manifest(path.parent)
+        except FeatureError:  # a damaged store says nothing about the data
+            continue
+        if manifest["data_root"] == root:
             changes = source_changes(manifest["sources"], [asdict(s) for s in dataset.sources])
             if any(changes.values()):
                 log(f"The data in {root} changed since store {manifest['key']} "
@@ -120,7 +138,8 @@ def stale_warning(store: FeatureStore) -> str | None:
     if not root.is_dir():
         return f"the data folder {root} of store {store.key} is gone; its features still load."
     try:
-        current = scan_dataset(root, val_fraction=0.5)  # splits do not matter here
+        layout = "split" if manifest["layout"] == "splits" else "flat"  # as it was read then
+        current = scan_dataset(root, val_fraction=0.5, layout=layout)  # splits do not matter here
     except FeatureError as error:
         return f"store {store.key} is stale: {root} no longer reads as a dataset ({error})."
     changes = source_changes(manifest["sources"], [asdict(s) for s in current.sources])
@@ -131,7 +150,8 @@ def stale_warning(store: FeatureStore) -> str | None:
 
 
 def _mark_latest(cache: Path, key: str) -> None:
-    (cache / LATEST_FILE).write_text(key + "\n")
+    """Record ``key`` as the last store `features` finished, atomically."""
+    atomic_write_bytes(cache / LATEST_FILE, f"{key}\n".encode())
 
 
 def store_folder(cache: Path, store: str) -> Path:
@@ -139,8 +159,9 @@ def store_folder(cache: Path, store: str) -> Path:
     if store == "latest":
         latest = cache / LATEST_FILE
         if not latest.is_file():
-            raise FeatureError(f"No feature store in {cache} yet. Run `python -m pipeline features` "
-                               "(or `make features`) first.")
+            raise FeatureError(f"No feature store in {cache} yet. Make one from your photos with "
+                               "`make features DATA=path/to/photos` (or `bottleneck-heads features "
+                               "--data path/to/photos`).")
         store = latest.read_text().strip()
     return Path(store) if Path(store).is_dir() else cache / store
 
@@ -169,6 +190,6 @@ def manifest_summary(store: FeatureStore) -> str:
             f"{store.manifest['dtype']}, {len(store.class_names)} classes -> {store.folder}")
 
 
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, payload: dict, fix: str = WRITE_FIX) -> None:
+    """Write ``payload`` as JSON atomically; a failure is one line ending with ``fix``."""
+    atomic_write_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode(), fix)

@@ -110,19 +110,20 @@ def test_report_is_valid_self_contained_html_matching_metrics(compared):
     assert "Pairwise McNemar" in markdown and "Store settings" in markdown and "augmented passes | 1" in markdown
 
 
-def test_exported_dense_model_predicts_what_predict_does(cli, compared, tmp_path):
+@pytest.mark.parametrize("head", ["dense", "logreg"])
+def test_exported_keras_model_predicts_what_predict_does(cli, compared, tmp_path, head):
     data, _, _, _ = compared
     out = tmp_path / "export" / "model.keras"
-    result = cli("export", "--head", "dense", "--out", out, "--cache", cli.cache, "--runs", cli.runs)
+    result = cli("export", "--head", head, "--out", out, "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output
     images = sorted((data / "test").rglob("*.*"))[:6]
-    predicted = json.loads(cli("predict", *images, "--head", "dense", "--format", "json",
+    predicted = json.loads(cli("predict", *images, "--head", head, "--format", "json",
                                "--cache", cli.cache, "--runs", cli.runs).stdout)
     model = keras.saving.load_model(out)
     classes = json.loads(out.with_suffix(".classes.json").read_text())
     pixels = np.stack([load_pixels(p, 32) for p in images]).astype("float32")
     proba = model.predict(pixels, verbose=0)
-    assert [classes[i] for i in proba.argmax(axis=1)] == [p["label"] for p in predicted]
+    assert [classes[i] for i in proba.argmax(axis=1)] == [p["class"] for p in predicted]
     np.testing.assert_allclose(proba.max(axis=1), [p["probability"] for p in predicted], atol=1e-4)
 
 
@@ -142,5 +143,5 @@ def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, 
 def test_wrong_export_targets_are_explained(cli, compared, tmp_path):
     result = cli("export", "--head", "dense", "--out", tmp_path / "folder", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 1 and "NAME.keras" in result.output
-    result = cli("export", "--head", "logreg", "--out", tmp_path / "x.keras", "--cache", cli.cache, "--runs", cli.runs)
+    result = cli("export", "--head", "svm", "--out", tmp_path / "x.keras", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 1 and "exports as a folder" in result.output

@@ -1,10 +1,12 @@
 """Folder scanning: classes, layouts, stable splits and the errors for bad folders."""
 
+import shutil
+
 import pytest
 
 from features import FeatureError, scan_dataset
 from features.dataset import hashed_split
-from tests.conftest import write_images
+from tests.conftest import SHARED, write_images
 
 
 def test_class_order_is_sorted_folder_names(tmp_path):
@@ -71,19 +73,100 @@ def test_empty_class_folder_is_warned_about_and_not_counted(tmp_path):
     assert any("no images, not counted as classes: b" in w for w in dataset.warnings)
 
 
-def test_class_named_train_in_a_flat_folder_is_a_class(tmp_path):
-    write_images(tmp_path, {"train": 5, "validation": 5, "zebra": 5})
-    dataset = scan_dataset(tmp_path, 0.5)
-    assert dataset.layout == "hashed"
-    assert dataset.class_names == ("train", "validation", "zebra")
-    assert any("'train'" in w for w in dataset.warnings)
+def test_a_root_mixing_split_and_class_folders_is_refused_unless_flat(tmp_path):
+    write_images(tmp_path, {"train": 5, "Validation": 5, "zebra": 5})
+    with pytest.raises(FeatureError, match=r"mixes split folders \(Validation, train\) with other folders "
+                                           r"\(zebra\).*--layout flat"):
+        scan_dataset(tmp_path, 0.5)
+    dataset = scan_dataset(tmp_path, 0.5, layout="flat")
+    assert dataset.layout == "hashed" and dataset.warnings == ()
+    assert dataset.class_names == ("Validation", "train", "zebra")
 
 
 def test_broken_links_are_listed_as_unreadable(tmp_path):
     write_images(tmp_path, {"a": 5, "b": 5})
     (tmp_path / "a" / "loop.jpg").symlink_to(tmp_path / "a" / "loop.jpg")
     (tmp_path / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")
-    (tmp_path / "b" / "linked.png").symlink_to(tmp_path / "a" / "img_001.png")
+    (tmp_path / "b" / "linked.png").symlink_to(tmp_path / "b" / "img_001.png")
     dataset = scan_dataset(tmp_path, 0.5)
     assert [path for path, _ in dataset.unreadable] == ["a/loop.jpg", "b/gone.png"]
-    assert "b/linked.png" in {s.path for s in dataset.sources}
+    assert {"b/linked.png", "b/img_001.png"} <= {s.path for s in dataset.sources}
+
+
+@pytest.mark.parametrize("train, validation, test", [
+    ("train", "validation", None), ("Training", "Validation", "Testing"), ("TRAIN", "val", "test"),
+    ("training", "valid", None), ("train", "Dev", "TEST"),
+])
+def test_split_folder_names_in_any_case(tmp_path, train, validation, test):
+    write_images(tmp_path / train, {"cats": 6, "dogs": 6})
+    write_images(tmp_path / validation, {"cats": 2, "dogs": 2}, start=100)
+    if test:
+        write_images(tmp_path / test, {"cats": 3, "dogs": 3}, start=200)
+    dataset = scan_dataset(tmp_path)
+    assert dataset.layout == "splits" and dataset.class_names == ("cats", "dogs")
+    folders = {"train": train, "validation": validation, "test": test}
+    assert all(s.path.split("/")[0] == folders[s.split] for s in dataset.sources)  # kept as on disk
+    assert [len(dataset.indices(split)) for split in dataset.splits()] == [12, 4] + ([6] if test else [])
+    assert dataset.warnings == () and dataset.unreadable == ()
+
+
+def test_without_a_validation_folder_validation_is_carved_from_train(tmp_path):
+    write_images(tmp_path / "train", {"cats": 20, "dogs": 20})
+    write_images(tmp_path / "test", {"cats": 3, "dogs": 3}, start=200)
+    dataset = scan_dataset(tmp_path, val_fraction=0.3)
+    assert dataset.layout == "splits"
+    for source in dataset.sources:
+        expected = "test" if source.path.startswith("test/") else hashed_split(source.path, 0.3)
+        assert source.split == expected
+    assert dataset.indices("validation") and len(dataset.indices("test")) == 6
+    (warning,) = dataset.warnings
+    assert "No validation folder" in warning and "30% of train/" in warning
+
+
+@pytest.mark.parametrize("folders, message", [
+    (("train", "val", "validation"), "val and validation in .* are both validation split folders"),
+    (("Training", "train", "val"), "Training and train in .* are both train split folders"),
+    (("test", "val"), r"No training split folder \(train/ or training/\) in .*; found: test, val"),
+])
+def test_split_layouts_that_cannot_be_read(tmp_path, folders, message):
+    for number, folder in enumerate(folders):
+        write_images(tmp_path / folder, {"cats": 3, "dogs": 3}, start=10 * number)
+    with pytest.raises(FeatureError, match=message):
+        scan_dataset(tmp_path, 0.5)
+
+
+def test_layout_split_on_a_flat_folder_is_refused(flat_folder):
+    with pytest.raises(FeatureError, match="No training split folder .*found: alpha, beta, gamma"):
+        scan_dataset(flat_folder, layout="split")
+    with pytest.raises(FeatureError, match="--layout must be one of auto, flat, split"):
+        scan_dataset(flat_folder, layout="splits")
+
+
+def test_a_class_only_in_validation_is_refused_whatever_the_folder_names(tmp_path):
+    write_images(tmp_path / "Training", {"a": 4, "b": 4})
+    write_images(tmp_path / "dev", {"a": 2, "c": 2})
+    with pytest.raises(FeatureError, match="dev has class folders that Training/ lacks: c"):
+        scan_dataset(tmp_path)
+
+
+def test_images_outside_class_folders_are_listed_as_skipped(split_folder):
+    shutil.copy(split_folder / "train" / "cats" / "img_000.JPG", split_folder / "train" / "stray.jpg")
+    (split_folder / "validation" / "loose.png").write_bytes(b"x")
+    (split_folder / "train" / "notes.txt").write_text("not an image")
+    (split_folder / "top.jpg").write_bytes(b"x")
+    dataset = scan_dataset(split_folder)
+    assert dataset.unreadable == tuple((path, "not in a class folder; move it into one")
+                                       for path in ("top.jpg", "train/stray.jpg", "validation/loose.png"))
+    assert len(dataset.sources) == 28
+
+
+MONKEYS = SHARED / "data" / "monkeys_10"
+
+
+@pytest.mark.skipif(not MONKEYS.is_dir(), reason=f"needs the 10 Monkey Species photos at {MONKEYS}")
+def test_monkeys_training_and_validation_folders_scan_as_ten_classes():
+    dataset = scan_dataset(MONKEYS)
+    assert dataset.layout == "splits"
+    assert dataset.class_names == tuple(f"n{i}" for i in range(10))
+    assert dataset.splits() == ["train", "validation"] and dataset.warnings == ()
+    assert all(s.path.startswith(("training/", "validation/")) for s in dataset.sources)

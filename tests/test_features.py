@@ -146,7 +146,7 @@ def test_bf16_features_are_close_to_fp32_and_keyed_apart(cli, split_folder):
     image = split_folder / "train" / "cats" / "img_000.JPG"
     predicted = cli("predict", image, "--head", "logreg", "--format", "json", *common)
     assert predicted.exit_code == 0, predicted.output
-    assert json.loads(predicted.stdout)[0]["label"] in ("cats", "dogs")
+    assert json.loads(predicted.stdout)[0]["class"] in ("cats", "dogs")
 
 
 def test_auto_precision_follows_the_cpu_flags():
