@@ -7,6 +7,7 @@ LAYOUT ?= auto
 WEIGHTS ?= auto
 IMAGE_SIZE ?=
 PASSES ?= 0
+VIEWS ?= 1
 POOLING ?= avg
 PRECISION ?= auto
 ENGINE ?= auto
@@ -25,13 +26,15 @@ TOP_K ?= 1
 FORMAT ?= text
 OUT ?= model.keras
 FORCE ?=
+BENCH_ARGS ?=
 
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 FAST_INSTALLED := $(VENV)/.installed-fast
 DASK_INSTALLED := $(VENV)/.installed-dask
-# The optional OpenVINO engine: installed on FAST=1, and whenever int8 or openvino is asked for.
+# The OpenVINO engine (int8) is a core dependency, installed with the rest; FAST=1 (and int8 or
+# openvino asked for) still re-installs it into a .venv made before it was.
 NEEDS_FAST := $(or $(FAST),$(filter int8,$(PRECISION)),$(filter openvino,$(ENGINE)))
 # The optional Dask backend: installed on BACKEND=dask.
 RUNTIME := $(INSTALLED) $(if $(NEEDS_FAST),$(FAST_INSTALLED)) $(if $(filter dask,$(BACKEND)),$(DASK_INSTALLED))
@@ -64,11 +67,11 @@ $(DASK_INSTALLED): $(INSTALLED)
 .PHONY: features
 features: $(RUNTIME)
 	$(CLI) features $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT)) \
-		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) --weights "$(WEIGHTS)" --passes $(PASSES) \
+		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) --weights "$(WEIGHTS)" --passes $(PASSES) --views $(VIEWS) \
 		--pooling $(POOLING) --shard-size $(SHARD_SIZE) --max-bad $(MAX_BAD) \
 		--precision $(PRECISION) --engine $(ENGINE) $(DISTRIBUTE) --cache "$(CACHE)"
 
-## Stage two: fit HEAD (dense, logreg, svm) on the last store (or STORE; DATA: that folder's)
+## Stage two: fit HEAD (dense, logreg, svm, ensemble) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
 head: $(USES_STORE)
 	$(CLI) head --head $(HEAD) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
@@ -101,10 +104,15 @@ verify: $(USES_STORE)
 test: $(FAST_INSTALLED) $(DASK_INSTALLED)
 	$(BIN)/python -m pytest
 
-## Measure extraction paths against the recipe and the CPU's ceilings; writes bench/results/
+## Measure extraction against the recipe and the CPU's ceilings, and the whole wait for 1,000 photos per path (goals marked); writes bench/results/<cpu>/
 .PHONY: bench
 bench: $(FAST_INSTALLED)
-	$(BIN)/python bench/extraction.py
+	$(BIN)/python bench/extraction.py $(BENCH_ARGS)
+
+## Accuracy ablation (views, sqrt_l2, dense refit, SVM calibration, ensemble) on cats_and_dogs and monkeys_10
+.PHONY: accuracy
+accuracy: $(RUNTIME)
+	$(BIN)/python bench/accuracy.py --weights "$(if $(filter auto,$(WEIGHTS)),../shared/weights/vgg16_notop.weights.h5,$(WEIGHTS))"
 
 ## Delete cached features and fitted heads (the demo images and .venv stay)
 .PHONY: clean
@@ -118,7 +126,7 @@ help:
 	@awk '/^## /{doc=substr($$0,4); next} /^[a-z]+:/ && doc {split($$1,t,":"); printf "  %-9s %s\n", t[1], doc; doc=""}' $(MAKEFILE_LIST)
 	@echo "Variables (current value; docs/cli.md explains each):"
 	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)"
-	@echo "              PASSES=$(PASSES)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
+	@echo "              PASSES=$(PASSES)  VIEWS=$(VIEWS)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
 	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)"
 	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)"
 	@echo "  predict:    IMAGES=$(IMAGES)  FORMAT=$(FORMAT)  TOP_K=$(TOP_K)"

@@ -7,8 +7,15 @@ Measures, in one run, interleaved over repeats (median and min-max):
 - images/s of the `model.predict` recipe and of every engine x precision, convnet-only on
   decoded arrays and end to end (JPEG files in, shards out through `features.extract`);
 - time to fit each head on a 50,000 x 512 store, and peak RSS of extracting 2,000 and
-  20,000 images (each in its own process).
-Prints one table and writes bench/results/<date>-<host>.json. Uses the real weights and
+  20,000 images (each in its own process);
+- what a user waits for ("wall"): the whole `features` command, start-up and calibration
+  included, in a fresh process with a fresh store, for every precision, the default (auto),
+  an int8 store that reuses the cached calibration, and the recipe as a script; each at two
+  photo counts (--wall-images, default 200 and 1,000), whence the marginal rate
+  (images/s once running) and the fixed seconds; peak memory of each process.
+Prints the tables with the goals marked and writes bench/results/<cpu>/<date>-<host>.json,
+where <cpu> names the CPU model (one folder per CPU); the CPU's model name and the flags
+that decide the precision are in every result file and table. Uses the real weights and
 photos from ../shared when present, random weights and generated JPEGs otherwise.
 """
 
@@ -40,7 +47,8 @@ from keras.applications import vgg16  # noqa: E402
 
 from features import ExtractConfig, StoreWriter, build_engine, extract, load_pixels, resolve_weights, scan_dataset  # noqa: E402
 from features.backbone import build_backbone  # noqa: E402
-from features.calibration import calibration_batches, calibration_sources, quantize_int8  # noqa: E402
+from features.calibration import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_IMAGES, calibration_batches,  # noqa: E402
+                                  calibration_sources, quantize_int8)
 from features.engines import OpenVinoEngine, openvino_installed  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -154,12 +162,12 @@ class Paths:
     def _engine(self, engine: str, precision: str):
         if precision != "int8":
             return build_engine(self.size, "avg", self.weights, 0, precision, engine, self.batch_size)
-        started = time.perf_counter()
-        sample = calibration_sources(self.dataset, 300)
-        batches = calibration_batches(self.dataset, sample, self.size, self.batch_size)
-        model = quantize_int8(self.size, "avg", self.weights, 0, batches)
+        started = time.perf_counter()  # as a store calibrates: no pooling in the model, pooled after
+        sample = calibration_sources(self.dataset, DEFAULT_CALIBRATION_IMAGES)
+        batches = calibration_batches(self.dataset, sample, self.size, CALIBRATION_BATCH)
+        model = quantize_int8(self.size, "none", self.weights, 0, batches)
         self.calibration_seconds = time.perf_counter() - started
-        return OpenVinoEngine(model, "int8")
+        return OpenVinoEngine(model, "int8", "avg")
 
     def recipe_convnet(self):
         self.recipe_model.predict(vgg16.preprocess_input(self.pixels.copy()), batch_size=self.batch_size, verbose=0)
@@ -275,14 +283,123 @@ def extraction_rss(counts: tuple[int, ...], scratch: Path) -> dict[int, float]:
             target = data / source.parent.name / f"{number}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(source, target)
-        program = ("import resource, sys; from pipeline.cli import app; sys.argv[0] = 'pipeline'\n"
+        program = ("import sys; from pipeline.cli import app; sys.argv[0] = 'pipeline'\n"
                    "try:\n    app()\nexcept SystemExit:\n    pass\n"
-                   "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+                   # VmHWM, not ru_maxrss: Linux carries the parent's (this big process's) peak
+                   # across fork and exec into ru_maxrss, which inflated earlier figures
+                   "print('PEAK_KIB', next(int(l.split()[1]) for l in open('/proc/self/status') "
+                   "if l.startswith('VmHWM')))")
         result = subprocess.run([sys.executable, "-c", program, "features", "--data", str(data), "--weights", "none",
                                  "--image-size", "32", "--cache", str(scratch / f"rss-cache-{count}")],
                                 cwd=ROOT, capture_output=True, text=True, check=True)
         peaks[count] = int(result.stdout.split("PEAK_KIB")[1]) / 1024
     return peaks
+
+
+RECIPE = """
+import sys, time, numpy as np, keras
+from pathlib import Path
+from keras.applications import vgg16
+folder, weights, size, out = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]), Path(sys.argv[4])
+files = sorted(p for p in folder.rglob("*") if p.is_file())
+model = vgg16.VGG16(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+features = []
+for start in range(0, len(files), 32):
+    batch = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=(size, size)))
+                      for p in files[start:start + 32]])
+    features.append(model.predict(vgg16.preprocess_input(batch), verbose=0))
+np.save(out / "features.npy", np.concatenate(features))
+"""
+WALL_PATHS = ("recipe", "fp32", "bf16", "int8 fresh", "int8 cached", "auto")
+
+
+def run_timed(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB of that process alone, its output) of ``command``.
+
+    The peak is the child's own high-water mark (VmHWM), read while it runs: the rusage that
+    wait returns would count this big process's memory too (Linux keeps a process's peak across
+    fork and exec)."""
+    import threading
+
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
+    peak = [0]
+
+    def watch():
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                peak[0] = max(peak[0], next(int(line.split()[1]) for line in status.read_text().splitlines()
+                                            if line.startswith("VmHWM")))
+            except (OSError, StopIteration, ValueError):
+                pass
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    output = process.stdout.read()
+    process.wait()
+    seconds = time.perf_counter() - started
+    watcher.join()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-2000:]}")
+    return seconds, peak[0] / 1024, output
+
+
+def wall_times(counts: tuple[int, ...], size: int, weights, scratch: Path, repeats: int) -> list[dict]:
+    """Whole-command wall time of every path at each photo count, each in a fresh process and
+    store (the int8 calibration cache is cold for "int8 fresh" and "auto", warm for "int8
+    cached", which is a second store, another pooling, on the same weights and size)."""
+    rows = []
+    for count in counts:
+        if not (scratch / f"wall-photos-{count}").is_dir():
+            photo_folder(scratch / f"wall-photos-{count}", count)
+    for repeat in range(repeats):
+        for path in WALL_PATHS:  # interleaved: paths take turns, and each path's counts run back to back
+            for count in counts:
+                folder = scratch / f"wall-photos-{count}"
+                out = scratch / f"wall-{path.replace(' ', '-')}-{count}-{repeat}"
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                if path == "recipe":
+                    command = [sys.executable, "-c", RECIPE, str(folder), str(weights.path or ""), str(size), str(out)]
+                else:
+                    precision = {"int8 fresh": "int8", "int8 cached": "int8"}.get(path, path)
+                    command = [sys.executable, "-m", "pipeline", "features", "--data", str(folder),
+                               "--weights", str(weights.path or "none"), "--image-size", str(size),
+                               "--precision", precision, "--cache", str(out / "cache")]
+                    if path == "int8 cached":  # a first, small store calibrates (not timed) ...
+                        first = scratch / f"wall-photos-{min(counts)}"
+                        run_timed([*command[:5], str(first), *command[6:]])
+                        command += ["--pooling", "max"]  # ... and another store is timed
+                seconds, peak, output = run_timed(command)
+                chosen = next((line.split("->")[1].split(":")[0].strip() for line in output.splitlines()
+                               if line.startswith("precision auto ->")), None)
+                calibrated = "Calibrating int8" in output
+                rows.append({"path": path, "images": count, "repeat": repeat, "seconds": seconds,
+                             "peak_rss_mib": peak, "auto_chose": chosen, "calibrated": calibrated})
+                shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def summarise_wall(rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
+    """Per path: median seconds at each count, marginal images/s between the smallest and the
+    largest count, fixed seconds (the largest count's time less its images at the marginal rate)."""
+    small, large = min(counts), max(counts)
+    summary = []
+    for path in WALL_PATHS:
+        times = {count: statistics.median(r["seconds"] for r in rows if r["path"] == path and r["images"] == count)
+                 for count in counts if any(r["path"] == path and r["images"] == count for r in rows)}
+        if large not in times:
+            continue
+        spread = times[large] - times[small]
+        marginal = (large - small) / spread if small != large and spread > 0 else float("nan")
+        summary.append({"path": path, "seconds": {str(c): t for c, t in times.items()}, "marginal": marginal,
+                        "fixed": times[large] - large / marginal if marginal == marginal else float("nan"),
+                        "peak_rss_mib": max(r["peak_rss_mib"] for r in rows if r["path"] == path),
+                        "auto_chose": next((r["auto_chose"] for r in rows if r["auto_chose"]), None)})
+    return summary
 
 
 def main() -> None:
@@ -292,11 +409,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--head-rows", type=int, default=50000)
     parser.add_argument("--rss-counts", type=int, nargs="+", default=[2000, 20000])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["paths", "heads", "rss"])
+    parser.add_argument("--wall-images", type=int, nargs="+", default=[200, 1000],
+                        help="photo counts of the whole-command wall-time runs (the largest is the headline)")
+    parser.add_argument("--wall-size", type=int, default=224)
+    parser.add_argument("--wall-repeats", type=int, default=1)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["paths", "heads", "rss", "wall"])
     args = parser.parse_args()
     weights = resolve_weights(str(WEIGHTS) if WEIGHTS.is_file() else "none")
     result = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(),
-              "machine": _machine(), "weights": weights.identity, "photos": str(PHOTOS) if PHOTOS.is_dir() else
+              "machine": _machine(), "cpu": _cpu(), "weights": weights.identity, "photos": str(PHOTOS) if PHOTOS.is_dir() else
               "generated", "args": vars(args), "ceiling_probes_gflops": ceilings(),
               "gflop_per_image": {size: conv_flops(size) / 1e9 for size in args.sizes}}
     result["ceilings_gflops"] = {p: max(v.values()) for p, v in result["ceiling_probes_gflops"].items() if v}
@@ -309,8 +430,12 @@ def main() -> None:
             result["heads"] = head_times(args.head_rows, scratch)
         if "rss" not in args.skip:
             result["extraction_peak_rss_mib"] = extraction_rss(tuple(args.rss_counts), scratch)
+        if "wall" not in args.skip:
+            counts = tuple(sorted(set(args.wall_images)))
+            result["wall_runs"] = wall_times(counts, args.wall_size, weights, scratch, args.wall_repeats)
+            result["wall"] = summarise_wall(result["wall_runs"], counts)
     print_report(result)
-    out = ROOT / "bench" / "results" / f"{result['date']}-{result['host']}.json"
+    out = ROOT / "bench" / "results" / _cpu_folder(result["cpu"]["model"]) / f"{result['date']}-{result['host']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwritten: {out.relative_to(ROOT)}")
@@ -322,9 +447,62 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, TF {tf.__version__}"
 
 
+def _cpu() -> dict:
+    """The CPU's model name, core count and the flags that decide the precision."""
+    from features.backbone import BF16_CPU_FLAGS, INT8_CPU_FLAGS, choose_precision, cpu_flags, engine_installed
+
+    flags = cpu_flags()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    chosen, reason = choose_precision(flags, engine_installed())
+    return {"model": model, "cores": os.cpu_count(),
+            "flags": sorted(flags & {*BF16_CPU_FLAGS, *INT8_CPU_FLAGS, "avx2", "avx512f", "amx_tile"}),
+            "auto": chosen, "auto_reason": reason}
+
+
+def _cpu_folder(model: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in model.lower()).strip("-").replace("--", "-")
+
+
+def print_wall(result: dict) -> None:
+    """The whole-command table: seconds for the photo counts, ratio to the recipe, marginal
+    rate and its share of the precision's ceiling, fixed seconds, peak memory, goals marked."""
+    summary, size = result["wall"], result["args"]["wall_size"]
+    large = str(max(result["args"]["wall_images"]))
+    recipe = next(row for row in summary if row["path"] == "recipe")["seconds"][large]
+    peaks, gflop = result.get("ceilings_gflops", {}), result["gflop_per_image"].get(size) or conv_flops(size) / 1e9
+    auto = next((row["auto_chose"] for row in summary if row["auto_chose"]), result["cpu"]["auto"])
+    counts = " / ".join(sorted(summary[0]["seconds"], key=int))
+    print(f"\nWhat a user waits for: `features` on {large} photos at {size} px, fresh process and store "
+          f"({result['cpu']['model']}, {result['cpu']['cores']} cores, flags {' '.join(result['cpu']['flags'])}; "
+          f"auto -> {auto})")
+    print(f"| path | seconds for {counts} photos | vs recipe | marginal img/s (% of ceiling) | fixed s | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    best = max((recipe / row["seconds"][large], row["path"]) for row in summary if row["path"] != "recipe")
+    for row in summary:
+        precision = {"recipe": "fp32", "auto": auto}.get(row["path"], row["path"].split()[0])
+        name = f"auto ({auto})" if row["path"] == "auto" else row["path"]
+        ratio = recipe / row["seconds"][large]
+        ceiling = peaks.get(precision, float("nan")) * 1e0 / gflop
+        share = 100 * row["marginal"] / ceiling if ceiling == ceiling else float("nan")
+        goals = []
+        if row["path"] == "auto":
+            goals.append("default >= 2x: " + ("met" if ratio >= 2 else "NOT met"))
+        if row["path"] == best[1]:
+            goals.append("fastest >= 4x: " + ("met" if ratio >= 4 else "NOT met"))
+        if row["path"] != "recipe" and share == share:
+            goals.append("marginal >= 90%: " + ("met" if share >= 90 else "NOT met"))
+        goals.append("<= 3 GB: " + ("met" if row["peak_rss_mib"] <= 3072 else "NOT met"))
+        seconds = " / ".join(f"{row['seconds'][c]:.0f}" for c in sorted(row["seconds"], key=int))
+        print(f"| {name} | {seconds} | {ratio:.2f}x | {row['marginal']:.1f} ({share:.0f}% of {ceiling:.1f}) | "
+              f"{row['fixed']:.0f} | {row['peak_rss_mib']:.0f} | " + "; ".join(goals))
+
+
 def print_report(result: dict) -> None:
     peaks = result["ceilings_gflops"]
     print(f"{result['machine']}; weights {result['weights']}; photos {result['photos']}")
+    print(f"CPU: {result['cpu']['model']}, flags {' '.join(result['cpu']['flags'])}; "
+          f"auto -> {result['cpu']['auto']}: {result['cpu']['auto_reason']}")
     print("ceilings (GFLOP/s, best probe): " + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items()))
     for precision, probes in result["ceiling_probes_gflops"].items():
         print(f"  {precision}: " + ", ".join(f"{name} {value:.0f}" for name, value in probes.items()))
@@ -341,12 +519,15 @@ def print_report(result: dict) -> None:
                   f"{100 * row['median'] / ceiling:.0f}% of {ceiling:.1f} |")
         for row in result["paths"]:
             if row.get("calibration_seconds"):
-                print(f"int8 calibration at {row['size']} px (300 images): {row['calibration_seconds']:.0f} s")
+                print(f"int8 calibration at {row['size']} px ({DEFAULT_CALIBRATION_IMAGES} images): "
+                      f"{row['calibration_seconds']:.0f} s")
     for head, info in result.get("heads", {}).items():
         print(f"head {head} on {result['args']['head_rows']:,} x 512: {info['seconds']:.1f} s fit "
               f"(accuracy {info['accuracy']:.3f}; {info['details']})")
     for count, mib in result.get("extraction_peak_rss_mib", {}).items():
         print(f"extraction peak RSS, {count:,} images: {mib:.0f} MiB")
+    if result.get("wall"):
+        print_wall(result)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Stage one: images in, VGG16 bottleneck features cached as ``.npy`` shards out."""
 
+from features.api import VGG16Features, load_store
 from features.augment import AugmentConfig
 from features.backbone import FeatureExtractor, Weights, build_backbone, resolve_weights
 from features.dataset import Dataset, SourceFile, scan_dataset
@@ -11,6 +12,7 @@ from features.store import FeatureStore, Shard, StoreWriter
 
 __all__ = [
     "AugmentConfig", "Dataset", "ExtractConfig", "ExtractResult", "FeatureError",
-    "FeatureExtractor", "FeatureStore", "Shard", "SourceFile", "StoreWriter", "Weights",
-    "build_backbone", "build_engine", "extract", "load_pixels", "plan_shards", "resolve_weights", "scan_dataset",
+    "FeatureExtractor", "FeatureStore", "Shard", "SourceFile", "StoreWriter", "VGG16Features",
+    "Weights", "build_backbone", "build_engine", "extract", "load_pixels", "load_store", "plan_shards",
+    "resolve_weights", "scan_dataset",
 ]

@@ -1,13 +1,30 @@
-"""int8 calibration: quantize the VGG16 base once per store, on a fixed sample of its training images.
+"""int8 calibration: quantize the VGG16 base once per weights and image size, and reuse it.
 
-The calibrated model is kept in the store folder (``int8/``) with its sha256 in the
-manifest, so resuming, `predict` and distributed workers all use the very same model.
+The calibrated model does not depend on the data set it was calibrated on in any way the
+store key has to know about beyond its own bytes, so it is kept in a cache next to the
+stores, ``<cache>/int8-models/<id>/``, keyed by the weights' identity, the image size and
+the number of calibration images (and a format version), never by the data. A later store
+on the same weights and size (new photos added, another pooling) links that very model
+instead of calibrating again; ``--recalibrate`` calibrates anew on the current data and
+replaces the cache entry. The base is quantized without its pooling (pooling is done on
+the engine's output), so one model serves every pooling.
+
+Every int8 store still holds its own copy of the model (``int8/``, hard-linked where the
+filesystem allows), with the model's sha256 in the manifest and in the store key, so
+resuming, ``predict``, ``export`` and Dask workers use the very same model, and the
+manifest records which cache entry it came from and what it was calibrated on.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +38,16 @@ from features.store import TEMPORARY_MARK, StoreWriter
 
 INT8_DIR = "int8"
 MODEL_FILE = "vgg16-int8.xml"
+MODEL_FILES = (MODEL_FILE, "vgg16-int8.bin")
+CACHE_DIR = "int8-models"  # inside the store cache: <cache>/int8-models/<id>/
+PROVENANCE_FILE = "calibration.json"
+CACHE_FORMAT = 1  # bumped when the way the cached model is made changes
+# Calibration images by default: the smallest count that held the accuracy guard on both
+# shared sets (docs/benchmarks.md, "Calibration size").
+DEFAULT_CALIBRATION_IMAGES = 64
+# Images per calibration batch: NNCF keeps every activation of a batch while it collects
+# statistics, so this sets calibration's peak memory (batch 32 at 224 px: 7.0 GB).
+CALIBRATION_BATCH = 4
 
 
 def int8_model_path(store_folder: Path) -> Path:
@@ -36,13 +63,16 @@ def calibration_sources(dataset: Dataset, count: int) -> list[int]:
 
 
 def calibration_batches(dataset: Dataset, sources: list[int], image_size: int, batch_size: int) -> list[np.ndarray]:
-    """Full batches of the readable sample images (the last one topped up from the start)."""
-    pixels = []
-    for index in sources:
+    """Full batches of the readable sample images (the last one topped up from the start),
+    decoded on every core."""
+    def decode(index):
         try:
-            pixels.append(load_pixels(dataset.root / dataset.sources[index].path, image_size))
+            return load_pixels(dataset.root / dataset.sources[index].path, image_size)
         except Exception:  # unreadable files are reported by the extraction itself
-            continue
+            return None
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        pixels = [image for image in pool.map(decode, sources) if image is not None]
     if not pixels:
         raise FeatureError("No readable training image to calibrate int8 with.")
     count = -(-len(pixels) // batch_size) * batch_size
@@ -54,7 +84,7 @@ def quantize_int8(image_size: int, pooling: str, weights: Weights, seed: int, ba
     """The VGG16 base (with preprocessing) post-training quantized to int8 by NNCF on ``batches``.
 
     Weights per channel, activations per tensor, from the batches' statistics; the batch
-    size of the model is that of the batches.
+    size of the model is that of the batches. Stores quantize it with ``pooling="none"``.
     """
     import nncf
 
@@ -65,6 +95,12 @@ def quantize_int8(image_size: int, pooling: str, weights: Weights, seed: int, ba
 
 def model_hashes(folder: Path) -> dict[str, str]:
     return {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
+
+
+def model_identity(sha256: dict[str, str]) -> str:
+    """One ``sha256:<hex>`` for a model's files, from their hashes."""
+    canonical = json.dumps(sha256, sort_keys=True, separators=(",", ":")).encode()
+    return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
 
 
 def int8_problems(parent: Path, recorded_sha256: dict | None) -> list[str]:
@@ -84,28 +120,173 @@ def recorded_int8_sha256(manifest: dict) -> dict | None:
     return manifest["int8"]["sha256"] if "int8" in manifest else None
 
 
-def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, log=print) -> Path:
-    """The store's calibrated int8 model, quantized now unless a matching one is already there."""
-    recorded = recorded_int8_sha256(writer.manifest)
-    if recorded and not int8_problems(writer.folder, recorded):
-        return int8_model_path(writer.folder)
+def recorded_int8_identity(manifest: dict) -> str | None:
+    """The int8 model identity that is part of the store key (None for fp32/bf16 stores and
+    for int8 stores made before models were cached)."""
+    return manifest.get("int8", {}).get("identity")
+
+
+# --- the cache of calibrated models -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalibratedModel:
+    """A cache entry: the folder holding the model files and ``calibration.json``."""
+
+    folder: Path
+    sha256: dict  # model file name -> sha256
+    provenance: dict
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+    @property
+    def identity(self) -> str:
+        return model_identity(self.sha256)
+
+    def record(self) -> dict:
+        """What an int8 store's manifest records about the model it uses."""
+        return {"identity": self.identity, "sha256": self.sha256, "model": self.id,
+                "calibration": self.provenance}
+
+
+def cache_id(weights: Weights, image_size: int, count: int, seed: int) -> str:
+    """The cache entry for these weights, image size and calibration count (random weights
+    are drawn from ``seed``, so it counts for them only). Not the data: any data calibrates."""
+    identity = {"format": CACHE_FORMAT, "weights": weights.identity, "image_size": image_size,
+                "precision": "int8", "calibration_images": count,
+                "seed": seed if weights.path is None else None}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"vgg16-{image_size}px-int8-{count}-{digest}"
+
+
+def read_cached(folder: Path) -> CalibratedModel | None:
+    """The cache entry in ``folder`` if it is whole (model files and provenance), else None."""
+    try:
+        provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+        sha256 = {name: file_sha256(folder / name) for name in MODEL_FILES}
+    except (OSError, ValueError):
+        return None
+    if provenance.get("sha256") != sha256:  # damaged or half-replaced: not trusted
+        return None
+    return CalibratedModel(folder, sha256, provenance)
+
+
+def _software() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {}
+    for name in ("openvino", "nncf", "tensorflow", "keras"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def calibrate(cache: Path, dataset: Dataset, weights: Weights, image_size: int, count: int, seed: int,
+              log=print) -> CalibratedModel:
+    """Quantize the base (no pooling) on ``count`` of ``dataset``'s training images and write it
+    into the cache atomically, replacing an earlier entry for the same id."""
+    import gc
+
     import openvino as ov
 
-    sources = calibration_sources(dataset, config.calibration_images)
-    log(f"Calibrating int8 on {len(sources)} training images (once per store)...")
-    batches = calibration_batches(dataset, sources, config.image_size, config.batch_size)
-    quantized = quantize_int8(config.image_size, config.pooling, weights, config.seed, batches)
-    target = writer.folder / INT8_DIR
-    temporary = writer.folder / f".{INT8_DIR}{TEMPORARY_MARK}{os.getpid()}"
+    started = time.perf_counter()
+    sources = calibration_sources(dataset, count)
+    log(f"Calibrating int8 on {len(sources)} training images (once per weights and image size; "
+        "later stores reuse it)...")
+    batches = calibration_batches(dataset, sources, image_size, CALIBRATION_BATCH)
+    quantized = quantize_int8(image_size, "none", weights, seed, batches)
+    del batches
+    root = Path(cache) / CACHE_DIR
+    target = root / cache_id(weights, image_size, count, seed)
+    temporary = root / f".{target.name}{TEMPORARY_MARK}{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         ov.save_model(quantized, str(temporary / MODEL_FILE), compress_to_fp16=False)
+        del quantized
+        gc.collect()
+        sha256 = {name: file_sha256(temporary / name) for name in MODEL_FILES}
+        provenance = {
+            "format": CACHE_FORMAT, "weights": weights.identity, "image_size": image_size,
+            "calibration_images": count, "batch": CALIBRATION_BATCH, "seed": seed,
+            "data_root": str(Path(dataset.root).resolve()),
+            "sources": [dataset.sources[i].path for i in sources],
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 1), "software": _software(), "sha256": sha256,
+        }
+        (temporary / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
+        old = root / f".{target.name}.old{TEMPORARY_MARK}{os.getpid()}"
+        if target.exists():
+            os.replace(target, old)  # stores keep their own links to the old model's files
+        os.replace(temporary, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise FeatureError(f"Could not write the int8 model to {target}: {error.strerror or error}. "
+                           "Free disk space, then rerun the same command.") from None
+    log(f"Calibrated int8 in {provenance['seconds']:.0f} s; cached in {target}.")
+    return CalibratedModel(target, sha256, provenance)
+
+
+def calibrated_model(cache: Path, dataset: Dataset, config, weights: Weights, recalibrate: bool = False,
+                     log=print) -> CalibratedModel:
+    """The cached int8 model for ``config``'s image size and calibration count on ``weights``,
+    calibrated on ``dataset`` only when there is none yet or ``recalibrate`` asks for it."""
+    folder = Path(cache) / CACHE_DIR / cache_id(weights, config.image_size, config.calibration_images, config.seed)
+    cached = None if recalibrate else read_cached(folder)
+    if cached is not None:
+        log(f"int8: reusing the model calibrated on {len(cached.provenance['sources'])} images of "
+            f"{cached.provenance['data_root']} ({cached.provenance['date']}); --recalibrate to "
+            "calibrate on this data.")
+        return cached
+    return calibrate(cache, dataset, weights, config.image_size, config.calibration_images, config.seed, log)
+
+
+def install_int8_model(writer: StoreWriter, model: CalibratedModel) -> Path:
+    """Put ``model``'s files in the store's ``int8/`` (hard links where possible) unless the very
+    model is there already; the manifest must already record ``model``."""
+    target = writer.folder / INT8_DIR
+    if not int8_problems(writer.folder, model.sha256):
+        return int8_model_path(writer.folder)
+    temporary = writer.folder / f".{INT8_DIR}{TEMPORARY_MARK}{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        temporary.mkdir(parents=True)
+        for name in MODEL_FILES:
+            try:
+                os.link(model.folder / name, temporary / name)
+            except OSError:  # another filesystem, or no hard links there
+                shutil.copyfile(model.folder / name, temporary / name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         raise FeatureError(f"Could not write the int8 model to {target}: {error.strerror or error}. "
                            "Free disk space, then rerun the same command.") from None
-    writer.manifest["int8"] = {"calibration_sources": sources, "sha256": model_hashes(target)}
-    writer.save_manifest()
+    if int8_problems(writer.folder, model.sha256):
+        raise FeatureError(f"The int8 model copied from {model.folder} to {target} does not match its sha256.")
     return int8_model_path(writer.folder)
+
+
+def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, log=print) -> Path:
+    """The store's calibrated int8 model: its own copy when sound, else the cache entry its
+    manifest names, linked in again; a store that names none gets the cached (or a newly
+    calibrated) model recorded."""
+    record = writer.manifest.get("int8")
+    if record and not int8_problems(writer.folder, record["sha256"]):
+        return int8_model_path(writer.folder)
+    cache = writer.folder.parent
+    if record:
+        cached = read_cached(cache / CACHE_DIR / record["model"]) if "model" in record else None
+        if cached is None or cached.sha256 != record["sha256"]:
+            raise FeatureError(f"The calibrated int8 model of store {writer.folder} is missing or damaged, and "
+                               f"the cache in {cache / CACHE_DIR} no longer holds it. Delete the store "
+                               "folder and rerun `features`.")
+        return install_int8_model(writer, cached)
+    model = calibrated_model(cache, dataset, config, weights, log=log)
+    writer.manifest["int8"] = model.record()
+    writer.save_manifest()
+    return install_int8_model(writer, model)

@@ -97,6 +97,19 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(ALLOWLIST_FORMATS)
 
 
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def has_image_signature(path: str) -> bool:
+    """True when the regular file at ``path`` starts like a JPEG, PNG, GIF, BMP or WebP."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def split_of(folder_name: str) -> str | None:
     """The split a folder name stands for ("train", "validation", "test"), else None."""
     return SPLIT_FOLDER_NAMES.get(folder_name.lower())
@@ -173,9 +186,10 @@ def _walk_class(folder: Path, root: Path) -> tuple[list, list]:
 
 def _inspect(entry: os.DirEntry) -> os.stat_result | str | None:
     """The stat of an image entry that is (or links to) a regular file, the reason to skip
-    it, or None for an entry that is not an image. Only ``stat`` is used, never ``open``."""
-    is_link = entry.is_symlink()
-    if not is_link and not is_image_name(entry.name):
+    it, or None for an entry that is not an image. An image name is judged by ``stat``
+    alone, never opened; a regular file without an image extension (``n9151jpg``, a photo
+    that lost its dot) is an image when its first bytes are an image format's signature."""
+    if entry.name.startswith("."):
         return None
     try:
         info = os.stat(entry.path)
@@ -184,7 +198,7 @@ def _inspect(entry: os.DirEntry) -> os.stat_result | str | None:
     if stat.S_ISDIR(info.st_mode):  # only a link: real folders are walked
         return "link to a folder, not followed"
     if not is_image_name(entry.name):
-        return None
+        return info if stat.S_ISREG(info.st_mode) and has_image_signature(entry.path) else None
     if not stat.S_ISREG(info.st_mode):
         return f"not a regular file but {file_kind(info.st_mode)}; not opened"
     return info
@@ -223,6 +237,10 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
         for label, name in enumerate(class_names)
         for split_name, relpath, info in found[name]
     ]
+    unnamed = sorted(s.path for s in sources if not is_image_name(s.path.rsplit("/", 1)[-1]))
+    if unnamed:
+        plan.warnings.append(f"{len(unnamed)} file(s) without an image extension read as images by their "
+                             f"content: {', '.join(map(shown, unnamed[:5]))}{' ...' if len(unnamed) > 5 else ''}.")
     dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sorted(sources, key=lambda s: s.path)),
                       tuple(sorted(plan.skipped)), tuple(plan.warnings))
     _check_splits(dataset)

@@ -29,6 +29,7 @@ class ExtractConfig:
     image_size: int = 224
     pooling: str = "avg"
     passes: int = 0
+    views: int = 1  # 1: the image; 2: the image and its horizontal mirror, features averaged
     shard_size: int = 1024
     batch_size: int = 32
     dtype: str = "float32"
@@ -38,6 +39,10 @@ class ExtractConfig:
     seed: int = 0
     max_bad: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.views not in (1, 2):
+            raise FeatureError(f"--views must be 1 or 2. Received: {self.views}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +142,10 @@ def compute_shard(dataset: Dataset, shard: Shard, engine, augmenter: Augmenter, 
                     if shard.pass_index > 0:
                         images = augmenter(images, batch_seed(config.seed, shard.pass_index, shard.number,
                                                               batch_number))
-                    features.append(engine(images))
+                    batch_features = engine(images)
+                    if config.views == 2:  # and the horizontal mirror, features averaged
+                        batch_features = (batch_features + engine(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+                    features.append(batch_features)
                     sources += [batch[i] for i in good]
                 on_images(len(batch))
     shape = feature_shape(config.image_size, config.pooling)

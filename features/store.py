@@ -423,9 +423,22 @@ class ShardedFeatures:
         for part in self.parts:
             yield np.asarray(part, dtype=np.float32)
 
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` (global indices, any order) as one float32 array."""
+    def __getitem__(self, key) -> np.ndarray:
+        """Rows as one float32 array: ``key`` is an array of global row indices (any order),
+        a boolean mask, a slice or an int, optionally followed by indices of the feature
+        axes (``X[rows, ...]``, as scikit-learn's indexing asks)."""
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(rows, (int, np.integer)):
+            return self[(np.array([rows]), *rest)][0]
+        if isinstance(rows, slice):
+            rows = np.arange(len(self))[rows]
         rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        gathered = self._gather(rows)
+        return gathered[(slice(None), *rest)] if rest else gathered
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self.shape[1:]), np.float32)
         part_of = np.searchsorted(self.offsets, rows, side="right") - 1
         for part in np.unique(part_of):

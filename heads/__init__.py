@@ -2,10 +2,12 @@
 
 from heads._base import Head, HeadError, parse_params
 from heads._dense import DenseHead
+from heads._ensemble import EnsembleHead
 from heads._logreg import LogRegHead
 from heads._svm import SVMHead
 
-HEADS: dict[str, type[Head]] = {"dense": DenseHead, "logreg": LogRegHead, "svm": SVMHead}
+HEADS: dict[str, type[Head]] = {"dense": DenseHead, "logreg": LogRegHead, "svm": SVMHead,
+                                 "ensemble": EnsembleHead}
 
 
 def head_class(name: str) -> type[Head]:
@@ -19,5 +21,5 @@ def create_head(name: str, **params) -> Head:
     return head_class(name)(**params)
 
 
-__all__ = ["HEADS", "DenseHead", "Head", "HeadError", "LogRegHead", "SVMHead",
+__all__ = ["HEADS", "DenseHead", "EnsembleHead", "Head", "HeadError", "LogRegHead", "SVMHead",
            "create_head", "head_class", "parse_params"]

@@ -61,6 +61,16 @@ class Options:
         return listed if len(self.values) == 1 else f"one of {listed}"
 
 
+class Flag:
+    """True or False (numpy's bools too); never 0 or 1."""
+
+    def __call__(self, value) -> bool:
+        return isinstance(value, (bool, np.bool_))
+
+    def __str__(self) -> str:
+        return "a bool"
+
+
 def _satisfies(rule, value) -> bool:
     """A rule is None (the value None), a type (an instance of it), an Interval or Options."""
     if rule is None:

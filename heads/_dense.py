@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from heads._base import Head, Interval, check_training_data
+from heads._base import Flag, Head, Interval, check_training_data
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
@@ -28,7 +28,11 @@ class DenseHead(Head):
     by group when ``groups`` is given (all augmented passes of one image together),
     so the validation split is never used for fitting. One group of every class always
     stays in training; when none is left to hold out (one image per class), early stopping
-    watches the training loss instead.
+    watches the training loss instead. With ``refit`` (the default) the held-out rows are
+    not lost: once early stopping has chosen the number of epochs (``epochs_``), a fresh
+    network (same seed, input scaling from every row) is trained on every training row for
+    that many epochs, and that one is kept; without it the early-stopped network is kept.
+    ``rows_seen_`` counts the distinct training rows the kept network was trained on.
 
     Parameters
     ----------
@@ -39,6 +43,7 @@ class DenseHead(Head):
     batch_size : int
     patience : int, epochs without improvement before stopping.
     holdout : float, fraction of training rows (or groups) used for early stopping.
+    refit : bool, train again on every training row for the chosen number of epochs.
     seed : int, seeds weights, shuffling and the holdout.
     """
 
@@ -51,12 +56,13 @@ class DenseHead(Head):
         "batch_size": [Interval(int, 1)],
         "patience": [Interval(int, 0)],
         "holdout": [Interval(float, 0, 1, closed="neither")],
+        "refit": [Flag()],
         "seed": [Interval(int, 0)],
     }
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
                  epochs: int = 100, batch_size: int = 64, patience: int = 10, holdout: float = 0.2,
-                 seed: int = 0):
+                 refit: bool = True, seed: int = 0):
         self.units = units
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -64,6 +70,7 @@ class DenseHead(Head):
         self.batch_size = batch_size
         self.patience = patience
         self.holdout = holdout
+        self.refit = refit
         self.seed = seed
 
     def fit(self, X, y, groups=None) -> "DenseHead":
@@ -77,15 +84,43 @@ class DenseHead(Head):
         fit_rows, stop_rows = self._holdout_split(y_index, groups)
         self.model_ = self._build(*input_scaling(*_statistics(X, fit_rows)), len(self.classes_))
         watched = "val_loss" if len(stop_rows) else "loss"
+        batches = _RowBatches(X, y_index, fit_rows, self.batch_size, self.seed)
         history = self.model_.fit(
-            _RowBatches(X, y_index, fit_rows, self.batch_size, self.seed),
+            batches,
             validation_data=_RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
             epochs=self.epochs, verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(
                 monitor=watched, patience=self.patience, restore_best_weights=True)],
         )
         self.epochs_ = int(np.argmin(history.history[watched])) + 1
+        self.refitted_ = bool(self.refit and len(stop_rows))
+        if self.refitted_:  # the same recipe on every row, for the epochs early stopping chose
+            return self._train_on_every_row(X, y_index, self.epochs_)
+        self.rows_seen_ = len(batches.served)
         return self
+
+    def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int) -> "DenseHead":
+        """A fresh network (seeded as ``fit``'s first), trained on every row for ``epochs``."""
+        every = np.arange(len(y_index))
+        keras.utils.set_random_seed(self.seed)
+        self.model_ = self._build(*input_scaling(*_statistics(X, every)), len(self.classes_))
+        batches = _RowBatches(X, y_index, every, self.batch_size, self.seed)
+        self.model_.fit(batches, epochs=epochs, verbose=0)
+        self.rows_seen_ = len(batches.served)
+        return self
+
+    def fit_like(self, X, y, groups=None) -> "DenseHead":
+        """A new head with this fitted head's parameters, trained on every row of ``X``, ``y`` for
+        the epochs this one chose, with no early stopping (what the ensemble's
+        cross-validation refits in each fold)."""
+        self._check_fitted()
+        head = type(self)(**self.get_params())
+        head._validate_params()
+        X, y = check_training_data(X, y)
+        head.classes_, y_index = np.unique(y, return_inverse=True)
+        head.feature_shape_ = tuple(X.shape[1:])
+        head.epochs_, head.refitted_ = self.epochs_, True
+        return head._train_on_every_row(X, y_index, self.epochs_)
 
     def _holdout_split(self, labels: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
         """(fit rows, early-stopping rows): about ``holdout`` of the groups, drawn at random but
@@ -130,7 +165,8 @@ class DenseHead(Head):
         folder.mkdir(parents=True, exist_ok=True)
         self.model_.save(folder / MODEL_FILE)
         state = {"params": self.get_params(), "classes": self.classes_.tolist(),
-                 "feature_shape": list(self.feature_shape_), "epochs": self.epochs_}
+                 "feature_shape": list(self.feature_shape_), "epochs": self.epochs_,
+                 "refitted": self.refitted_, "rows_seen": self.rows_seen_}
         (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 
     @classmethod
@@ -141,6 +177,7 @@ class DenseHead(Head):
         head.classes_ = np.asarray(state["classes"])
         head.feature_shape_ = tuple(state["feature_shape"])
         head.epochs_ = state["epochs"]
+        head.refitted_, head.rows_seen_ = state.get("refitted", False), state.get("rows_seen")
         head.model_ = keras.saving.load_model(folder / MODEL_FILE)
         return head
 
@@ -180,6 +217,7 @@ class _RowBatches(keras.utils.PyDataset):
         super().__init__()
         self.X, self.labels, self.batch_size = X, labels, batch_size
         self.rows = np.array(rows)
+        self.served: set[int] = set()  # distinct rows handed out so far
         self.rng = None if seed is None else np.random.default_rng(seed)
         self.on_epoch_end()
 
@@ -188,6 +226,7 @@ class _RowBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
+        self.served.update(rows.tolist())
         return self.X[rows], self.labels[rows]
 
     def on_epoch_end(self) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from sklearn.model_selection import GridSearchCV, GroupKFold
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler, normalize
 
 from heads._base import Head, Interval, Options, check_training_data
 
@@ -18,6 +19,43 @@ MODEL_FILE = "model.joblib"
 POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]  # finite: nan and inf refused
 N_JOBS = [Options(-1), Interval(int, 1)]
 SEARCH_SPACE = [None, dict]
+NORMALIZATIONS = ("none", "sqrt_l2")
+NORMALIZE = [Options(*NORMALIZATIONS)]
+
+
+def signed_sqrt_l2(X: np.ndarray) -> np.ndarray:
+    """Signed square root of each feature, then each row scaled to unit L2 norm (a zero row stays
+    zero): the power normalisation of Perronnin et al., which damps a few dominant channels."""
+    return normalize(np.sign(X) * np.sqrt(np.abs(X)), norm="l2")
+
+
+def normalize_step(method: str = "none") -> FunctionTransformer:
+    """The pipeline's first step, named ``normalize``: identity for ``none``, else ``signed_sqrt_l2``.
+    A search switches it through ``normalize__func`` (see ``NORMALIZE_FUNCS``)."""
+    return FunctionTransformer(NORMALIZE_FUNCS[method])
+
+
+NORMALIZE_FUNCS = {"none": None, "sqrt_l2": signed_sqrt_l2}
+
+
+def normalize_grid(methods) -> dict:
+    """The search grid entry for head parameter ``normalize`` over ``methods``."""
+    return {"normalize__func": [NORMALIZE_FUNCS[m] for m in methods]}
+
+
+def head_pipeline(normalize: str, estimator) -> Pipeline:
+    """``normalize`` step, clip and standardise (``scaling_steps``), then ``estimator``; steps are
+    named as ``make_pipeline`` would, the first ``normalize``."""
+    steps = [*scaling_steps(), estimator]
+    return Pipeline([("normalize", normalize_step(normalize)), *((type(s).__name__.lower(), s) for s in steps)])
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> list:
+    """``folds`` (train, test) splits that keep each group (source image) on one side and spread
+    every class over the folds as evenly as groups allow."""
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
 def scaling_steps() -> list:
@@ -65,9 +103,33 @@ class SklearnHead(Head):
         X = X.reshape(len(X), -1)
         self.best_params_, self.cv_score_, self.search_note_ = (
             self._search(X, y, groups) if self.search_space else ({}, None, None))
-        self.model_ = self._make_estimator(len(X), **self.best_params_, y=y).fit(X, y)
+        return self._fit_model(X, y, groups)
+
+    def _fit_model(self, X: np.ndarray, y: np.ndarray, groups) -> "SklearnHead":
+        """The final fit on flattened ``X`` with ``best_params_``."""
+        self.model_ = self._make_estimator(len(X), **self.best_params_, y=y, groups=groups).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
+
+    def _fixed_params(self) -> dict:
+        """Parameters for a copy that repeats this fitted head's choices without searching."""
+        return {**self.get_params(), "search_space": None}
+
+    def fit_like(self, X, y, groups=None) -> "SklearnHead":
+        """A new head with this fitted head's parameters and searched choices, fitted on ``X``,
+        ``y`` without a search (what the ensemble's cross-validation refits in each fold)."""
+        self._check_fitted()
+        head = type(self)(**self._fixed_params())
+        head._validate_params()
+        X, y = check_training_data(np.asarray(X, dtype=np.float32), y)
+        head.feature_shape_ = X.shape[1:]
+        head.best_params_, head.cv_score_, head.search_note_ = dict(self.best_params_), None, None
+        return head._fit_model(X.reshape(len(X), -1), y, groups)
+
+    @property
+    def normalization_(self) -> str:
+        """The input normalisation in use: the searched one, else the ``normalize`` parameter."""
+        return self.best_params_.get("normalize", getattr(self, "normalize", "none"))
 
     def _search(self, X, y, groups) -> tuple[dict, float | None, str | None]:
         """(best head parameters, their mean fold accuracy, note) or ({}, None, why it was skipped)."""
@@ -88,6 +150,8 @@ class SklearnHead(Head):
         if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
             return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
         best = {names[key]: value for key, value in search.best_params_.items()}
+        if "normalize" in best:  # the searched function, named
+            best["normalize"] = next(k for k, f in NORMALIZE_FUNCS.items() if f is best["normalize"])
         note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
         return best, float(search.best_score_), note
 

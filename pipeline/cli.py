@@ -213,6 +213,9 @@ def features(
              "built-in demo), imagenet, none (random, on purpose), or a weights file path.")
     ] = config.DEFAULT_WEIGHTS,
     passes: Annotated[int, typer.Option(min=0, help="Extra augmented passes over training images.")] = 0,
+    views: Annotated[int, typer.Option(
+        min=1, max=2, help="1: each image; 2: each image and its horizontal mirror, features "
+                           "averaged (twice the extraction time; part of the store key).")] = 1,
     val_fraction: Annotated[float, typer.Option(
         help="Validation share, in (0, 1), for a flat root/<class>/ folder (stable hash of each "
              "path), or for split folders without a validation folder.")] = 0.2,
@@ -221,13 +224,18 @@ def features(
     dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
-             "int8 (about 4x, OpenVINO, calibrated once per store on --calibration-images "
-             "training images); auto: bf16 where the CPU has it natively, else fp32.")] = Precision.auto,
+             "int8 (about 4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
+             "image size, cached for later stores); auto: int8 where the CPU has VNNI or AMX and "
+             "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.auto,
     engine: Annotated[Engine, typer.Option(
         help="What runs the convnet: keras, openvino (the optional fast extra: "
              "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = Engine.auto,
-    calibration_images: Annotated[int, typer.Option(
-        min=1, help="int8 only: training images the quantization is calibrated on.")] = 300,
+    calibration_images: Annotated[Optional[int], typer.Option(
+        min=1, help="int8 only: training images the quantization is calibrated on "
+                    "(default 64).")] = None,
+    recalibrate: Annotated[bool, typer.Option(
+        "--recalibrate", help="int8 only: calibrate on this data even if a calibrated model for "
+                              "these weights and image size is cached.")] = False,
     seed: Annotated[int, typer.Option(min=0, help="Seeds augmentation (and random weights).")] = 0,
     max_bad: Annotated[float, typer.Option(
         help="Fail when more than this share (0 to 1) of files is unreadable.")] = 0.01,
@@ -237,7 +245,8 @@ def features(
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
     from features import ExtractConfig, resolve_weights, scan_dataset
-    from features.backbone import resolve_precision
+    from features.backbone import explain_precision
+    from features.calibration import DEFAULT_CALIBRATION_IMAGES
     from features.engines import resolve_engine
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
@@ -255,15 +264,20 @@ def features(
     dataset = scan_dataset(data, val_fraction, layout=layout.value)
     for warning in dataset.warnings:
         say(f"warning: {warning}")
-    arithmetic = resolve_precision(precision.value)
+    arithmetic, why = explain_precision(precision.value)
+    if why:
+        say(f"precision auto -> {arithmetic}: {why}")
+    # calibration_images shapes int8 features only; other stores keep the recorded default (and key)
+    calibration = (calibration_images or DEFAULT_CALIBRATION_IMAGES) if arithmetic == "int8" else \
+        ExtractConfig.calibration_images
     settings = ExtractConfig(
-        image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes,
+        image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes, views=views,
         shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, precision=arithmetic,
-        engine=resolve_engine(engine.value, arithmetic), calibration_images=calibration_images,
+        engine=resolve_engine(engine.value, arithmetic), calibration_images=calibration,
         seed=seed, max_bad=max_bad)
     try:
         store = build_store(dataset, settings, weights_found, cache, log=say, backend=backend.value,
-                            scheduler=scheduler)
+                            scheduler=scheduler, recalibrate=recalibrate)
     except KeyboardInterrupt:
         say("Interrupted: every finished shard is saved. Run the same command again to resume.")
         raise typer.Exit(code=130) from None
@@ -275,7 +289,7 @@ def features(
 @app.command()
 @user_errors
 def head(
-    head: Annotated[str, typer.Option(help="Head to fit: dense, logreg or svm.")] = "logreg",
+    head: Annotated[str, typer.Option(help="Head to fit: dense, logreg, svm or ensemble.")] = "logreg",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
     no_search: NoSearchOption = False,
@@ -367,7 +381,7 @@ def compare(
 def predict(
     images: Annotated[list[Path], typer.Argument(
         help="Image files and/or folders of images.", callback=expand_paths)],
-    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg or svm.")] = "logreg",
+    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg, svm or ensemble.")] = "logreg",
     export: Annotated[Optional[Path], typer.Option(
         "--export", help="Use an exported head folder (from `export`) instead of --store/--head.",
         callback=expand_path)] = None,
@@ -408,7 +422,7 @@ def predict(
 @app.command()
 @user_errors
 def export(
-    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg or svm.")],
+    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg, svm or ensemble.")],
     out: Annotated[Path, typer.Option(
         help="NAME.keras: one Keras model, raw images in, probabilities out (dense and logreg); "
              "a folder for `predict --export` (logreg and svm).", callback=expand_path)],

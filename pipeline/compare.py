@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from features import FeatureStore
+from heads._ensemble import MEMBER_HEADS
 from pipeline.leaderboard import mark_against_best, pairwise_tests, rank, write_leaderboard
 from pipeline.metrics import classification_metrics
 from pipeline.runs import PREDICTIONS_FILE, Run, class_probabilities, fit_run
@@ -16,9 +17,10 @@ def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: boo
                   log=print) -> dict:
     """Fit ``names`` on ``store`` and write ``leaderboard.{md,json}``; return the board."""
     fitted: dict[str, Run] = {}
-    for name in names:
+    for name in sorted(names, key=lambda n: n == "ensemble"):  # the ensemble last: it reuses the others
         log(f"fitting {name} ...")
-        fitted[name] = fit_run(store, name, {}, runs, search=search)
+        members = {n: run for n, run in fitted.items() if n in MEMBER_HEADS} if name == "ensemble" else None
+        fitted[name] = fit_run(store, name, {}, runs, search=search, members=members)
     rows = rank({name: run.metrics for name, run in fitted.items()})
     correct = {}
     for name, run in fitted.items():

@@ -47,6 +47,17 @@ def vgg16_preprocessing_layer() -> keras.layers.Conv2D:
     return layer
 
 
+def horizontal_flip(width: int) -> keras.Sequential:
+    """Mirror (batch, height, ``width``, channels) images left to right with built-in layers:
+    width moved last, a fixed anti-identity ``Dense`` reverses it (exact: one 1.0 per column),
+    moved back."""
+    flip = keras.layers.Dense(width, use_bias=False, trainable=False, name="reverse_width")
+    flip.build((None, None, None, width))
+    flip.set_weights([np.eye(width, dtype=np.float32)[::-1]])
+    return keras.Sequential([keras.layers.Permute((1, 3, 2)), flip, keras.layers.Permute((1, 3, 2))],
+                            name="horizontal_flip")
+
+
 KERAS_EXPORTABLE = (DenseHead, LogRegHead)
 
 
@@ -60,8 +71,11 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
 
     ``MinMaxScaler(clip=True)`` is a ``Normalization`` onto [0, 1] and ``ReLU(max_value=1)``;
     ``StandardScaler`` and the linear model fold into one ``Dense`` softmax layer (two
-    classes: logits 0 and w.x+b, whose softmax is the sigmoid scikit-learn uses).
+    classes: logits 0 and w.x+b, whose softmax is the sigmoid scikit-learn uses). Only for
+    ``normalize="none"`` (its first step is then the identity).
     """
+    if head.normalization_ != "none":
+        raise HeadError(f"normalize={head.normalization_} has no built-in Keras layer; export as a folder.")
     steps = head.model_.named_steps
     clipper, scaler, classifier = steps["minmaxscaler"], steps["standardscaler"], steps["logisticregression"]
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
@@ -89,6 +103,11 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
         if not isinstance(run.head, KERAS_EXPORTABLE):
             raise HeadError(f"The {run.info['head']} head exports as a folder, not one .keras model. "
                             "Pass --out with a folder name.")
+        if isinstance(run.head, LogRegHead) and run.head.normalization_ != "none":
+            raise HeadError(f"This logreg head uses normalize={run.head.normalization_} (signed square "
+                            "root), which has no built-in Keras layer: it exports as a folder, not one "
+                            ".keras model. Pass --out with a folder name, or fit it with "
+                            "--param normalize=none.")
         check_destination(out, force, is_folder=False)
         return _export_keras(predictor, out, weights_override)
     if isinstance(run.head, DenseHead):
@@ -148,7 +167,11 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
                           predictor.backbone["seed"], precision)
     images = keras.Input(shape=(None, None, 3), name="rgb_0_255")
     x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
-    x = base(vgg16_preprocessing_layer()(x))
+    x = vgg16_preprocessing_layer()(x)
+    if predictor.backbone["views"] == 2:  # the store averaged each image's and its mirror's features
+        x = keras.layers.Average(name="average_views")([base(x), base(horizontal_flip(size)(x))])
+    else:
+        x = base(x)
     if predictor.dtype == "float16":  # the head was fitted on features stored in float16
         x = keras.layers.Activation("linear", dtype="float16")(x)
     probabilities = head_layers(predictor.head)(x)

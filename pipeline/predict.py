@@ -15,9 +15,9 @@ from features.images import describe_error
 from heads import Head
 from pipeline.runs import Run, class_probabilities
 
-BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size")
-# What a store written before an engine was chosen ran with.
-BACKBONE_DEFAULTS = {"precision": "fp32", "engine": "keras", "batch_size": 32}
+BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size", "views")
+# What a store written before an engine (or views) was chosen ran with.
+BACKBONE_DEFAULTS = {"precision": "fp32", "engine": "keras", "batch_size": 32, "views": 1}
 
 
 @dataclass
@@ -117,8 +117,18 @@ def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> 
             except Exception as error:  # reported per file, the rest still predicted
                 predictions.append(Prediction(str(path), None, describe_error(error)))
         if readable:
-            features = extractor(np.stack(pixels).astype(np.float32)).astype(predictor.dtype)
+            features = view_features(extractor, np.stack(pixels).astype(np.float32),
+                                     settings["views"]).astype(predictor.dtype)
             proba = class_probabilities(predictor.head, features, len(predictor.class_names))
             predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(predictions, key=lambda p: order[p.path])
+
+
+def view_features(extractor, images: np.ndarray, views: int) -> np.ndarray:
+    """Features as ``features`` stored them: of ``images``, or (views=2) the average of the
+    images' and their horizontal mirrors' features, in the same order of operations."""
+    features = extractor(images)
+    if views == 2:
+        features = (features + extractor(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+    return features

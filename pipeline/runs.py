@@ -44,11 +44,14 @@ def run_folder(runs: Path, store: FeatureStore, head_name: str) -> Path:
     return runs / store.key / head_name
 
 
-def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, search: bool = True) -> Run:
+def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, search: bool = True,
+            members: dict[str, Run] | None = None) -> Run:
     """Fit ``head_name`` on the store's training rows (every pass), score it on validation.
 
     With ``search``, a scikit-learn head first tunes itself on the training rows over its
-    space in ``config.SEARCH_SPACES``, less any parameter given in ``params``.
+    space in ``config.SEARCH_SPACES``, less any parameter given in ``params``. ``members``:
+    runs of the ensemble's members already fitted on this store with the same settings, reused
+    by the ensemble rather than fitted again; their fit seconds are added to its own.
     """
     space = {k: v for k, v in SEARCH_SPACES.get(head_name, {}).items()
              if k not in params and k.removeprefix("linear_") not in params}  # linear_C stands for C
@@ -59,8 +62,13 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     validation = store.split_arrays("validation", passes=False)
 
     started = time.perf_counter()
-    head.fit(train["features"], train["labels"], groups=train["sources"])
+    if members:
+        head.fit(train["features"], train["labels"], groups=train["sources"],
+                 fitted={name: run.head for name, run in members.items()})
+    else:
+        head.fit(train["features"], train["labels"], groups=train["sources"])
     fit_seconds = time.perf_counter() - started
+    fit_seconds += sum(members[name].info["fit_seconds"] for name in getattr(head, "reused_", []))
 
     started = time.perf_counter()
     proba = head.predict_proba(validation["features"])
@@ -81,7 +89,9 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
         "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
-                    ("solver_", "epochs_", "best_params_", "cv_score_", "search_note_", "calibration_") if hasattr(head, k)},
+                    ("solver_", "epochs_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
+                     "calibration_", "normalization_", "chosen_", "cv_scores_", "selection_note_", "reused_")
+                    if hasattr(head, k)},
         "model_sha256": hash_folder(folder / MODEL_DIR),
     }
     write_json(folder / METRICS_FILE, metrics, RUNS_FIX)

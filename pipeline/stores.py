@@ -12,6 +12,7 @@ import keras
 from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
                       extract, plan_shards, scan_dataset)
 from features.backbone import feature_shape
+from features.calibration import calibrated_model, install_int8_model
 from features.distributed import check_backend, extract_on_dask
 from features.lock import StoreLock
 from features.store import atomic_write_bytes, read_manifest
@@ -41,22 +42,31 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
 
 
 def build_store(dataset: Dataset, config: ExtractConfig, weights: Weights, cache: Path,
-                log=print, backend: str = "local", scheduler: str | None = None) -> FeatureStore:
+                log=print, backend: str = "local", scheduler: str | None = None,
+                recalibrate: bool = False) -> FeatureStore:
     """Extract what the store for these inputs lacks, and return it.
 
     The store folder is locked while it is written. Every recorded shard is checked first
     (``_drop_damaged_shards``); a complete store is then only held to ``--max-bad`` again
     (it is not in the key), and a resumed one is fully verified at the end.
     ``backend="dask"`` computes the shards on the Dask cluster at ``scheduler`` (None: a
-    LocalCluster); the store is the same either way.
+    LocalCluster); the store is the same either way. An int8 store uses the calibrated model
+    cached for its weights and image size (``features.calibration``; calibrated now when there
+    is none, or on ``recalibrate``), whose identity is part of the key.
     """
     check_backend(backend, scheduler)
     if weights.warning:
         log(f"warning: {weights.warning}")
-    key = store_key(dataset, config, weights)
+    int8 = calibrated_model(cache, dataset, config, weights, recalibrate, log) if config.precision == "int8" else None
+    key = store_key(dataset, config, weights, int8.identity if int8 else None)
     folder = cache / key
     with StoreLock(folder):
-        writer = StoreWriter.open(folder, store_header(dataset, config, weights, key))
+        header = store_header(dataset, config, weights, key)
+        if int8:
+            header["int8"] = int8.record()
+        writer = StoreWriter.open(folder, header)
+        if int8:
+            install_int8_model(writer, int8)
         plan = plan_shards(dataset, config.passes, config.shard_size)
         _drop_damaged_shards(writer, plan, log)
         if writer.manifest["complete"]:

@@ -87,6 +87,7 @@ def cli(tmp_path):
 
 
 def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:
-    """`features` arguments for a fast test extraction: random weights, 32 px."""
+    """`features` arguments for a fast test extraction: random weights, 32 px, fp32 (pinned, so
+    that what a test checks does not depend on the CPU; a later --precision in ``extra`` wins)."""
     return ["features", "--data", str(data), "--cache", str(cache), "--weights", "none",
-            "--image-size", "32", *extra]
+            "--image-size", "32", "--precision", "fp32", *extra]

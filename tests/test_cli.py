@@ -50,14 +50,14 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     assert set(metrics["per_class"]) == {"alpha", "beta", "gamma"}
 
 
-def test_compare_ranks_all_three_heads(cli, flat_folder):
+def test_compare_ranks_every_head(cli, flat_folder):
     assert cli(*extract_args(flat_folder, cli.cache)).exit_code == 0
     result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output
     (board,) = list(cli.runs.glob("*/leaderboard.json"))
     rows = json.loads(board.read_text())["rows"]
-    assert sorted(row["head"] for row in rows) == ["dense", "logreg", "svm"]
-    assert [row["rank"] for row in rows] == [1, 2, 3]
+    assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4]
     accuracies = [row["accuracy"] for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     markdown = (board.parent / "leaderboard.md").read_text()

@@ -1,5 +1,6 @@
 """compare as a scientist would use it: reproducible, intervals, significance, report, export."""
 
+import itertools
 import json
 from html.parser import HTMLParser
 
@@ -53,10 +54,15 @@ def test_leaderboard_has_intervals_tests_and_a_test_split_verdict(compared):
             assert low <= row[key] <= high and row[key] == metrics[key]
         assert row["model_bytes"] > 0 and row["predict_ms_per_image"] > 0
         run = json.loads((folder / row["head"] / "run.json").read_text())
-        if row["head"] != "dense":
+        if row["head"] in ("logreg", "svm"):
             assert set(run["details"]["best_params"]) >= {"C"}
+        if row["head"] == "dense":  # epochs chosen on the grouped holdout, then refitted on every row
+            assert run["details"]["refitted"] and run["details"]["rows_seen"] == run["train_rows"]
+        if row["head"] == "ensemble":  # the members compare had fitted, not fitted again
+            assert run["details"]["reused"] == ["logreg", "svm", "dense"]
+            assert "+".join(run["details"]["chosen"]) in run["details"]["cv_scores"]
     assert {frozenset((p["a"], p["b"])) for p in board["pairwise"]} == {
-        frozenset(p) for p in (("dense", "logreg"), ("dense", "svm"), ("logreg", "svm"))}
+        frozenset(p) for p in itertools.combinations(("dense", "logreg", "svm", "ensemble"), 2)}
     assert board["chosen"]["head"] == board["rows"][0]["head"]
     assert board["chosen"]["test"]["n_samples"] == 15
     assert "Chosen:" in result.output and "Test split: accuracy" in result.output
@@ -138,6 +144,28 @@ def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, 
     (out / "model" / "model.joblib").write_bytes(b"tampered")
     refused = cli("predict", *images, "--export", out)
     assert refused.exit_code == 1 and "do not match the sha256" in refused.output
+
+
+def test_ensemble_exports_as_a_folder_that_predicts_what_predict_does(cli, compared, tmp_path):
+    data, _, _, _ = compared
+    common = ["--cache", cli.cache, "--runs", cli.runs]
+    result = cli("export", "--head", "ensemble", "--out", tmp_path / "e.keras", *common)
+    assert result.exit_code == 1 and "exports as a folder" in result.output
+    out = tmp_path / "ensemble-export"
+    assert cli("export", "--head", "ensemble", "--out", out, *common).exit_code == 0
+    images = [str(p) for p in sorted((data / "test").rglob("*.*"))[:4]]
+    from_store = cli("predict", *images, "--head", "ensemble", *common).stdout
+    assert cli("predict", *images, "--export", out).stdout == from_store and len(from_store.splitlines()) == 4
+
+
+def test_a_sqrt_l2_logreg_refuses_the_keras_export_with_the_way_out(cli, compared, tmp_path):
+    runs = tmp_path / "runs"
+    common = ["--cache", cli.cache, "--runs", runs]
+    assert cli("head", "--head", "logreg", "--param", "normalize=sqrt_l2", *common).exit_code == 0
+    result = cli("export", "--head", "logreg", "--out", tmp_path / "l.keras", *common)
+    assert result.exit_code == 1 and "normalize=sqrt_l2" in result.output
+    assert "--param normalize=none" in result.output
+    assert cli("export", "--head", "logreg", "--out", tmp_path / "folder", *common).exit_code == 0
 
 
 def test_wrong_export_targets_are_explained(cli, compared, tmp_path):

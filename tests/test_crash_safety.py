@@ -15,7 +15,7 @@ from tests.conftest import write_split_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--weights", "none", "--image-size", "64", "--shard-size", "4", "--batch-size", "2",
-            "--passes", "1"]
+            "--passes", "1", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")

@@ -168,5 +168,19 @@ def test_monkeys_training_and_validation_folders_scan_as_ten_classes():
     dataset = scan_dataset(MONKEYS)
     assert dataset.layout == "splits"
     assert dataset.class_names == tuple(f"n{i}" for i in range(10))
-    assert dataset.splits() == ["train", "validation"] and dataset.warnings == ()
+    assert dataset.splits() == ["train", "validation"]
     assert all(s.path.startswith(("training/", "validation/")) for s in dataset.sources)
+    # the one photo that lost its dot is read by its content, and said so
+    assert "training/n9/n9151jpg" in {s.path for s in dataset.sources}
+    assert len(dataset.warnings) == 1 and "n9151jpg" in dataset.warnings[0]
+
+
+def test_a_photo_that_lost_its_extension_is_read_by_its_content(tmp_path):
+    root = tmp_path / "photos"
+    write_images(root, {"a": 12, "b": 12})
+    (root / "a" / "img_000.JPG").rename(root / "a" / "img_000JPG")
+    (root / "b" / "notes").write_text("not a photo")
+    dataset = scan_dataset(root)
+    paths = {source.path for source in dataset.sources}
+    assert "a/img_000JPG" in paths and "b/notes" not in paths
+    assert any("img_000JPG" in warning for warning in dataset.warnings)

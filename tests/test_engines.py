@@ -23,11 +23,13 @@ def cosine(a, b):
 
 
 def store_by_precision(cache):
-    return {FeatureStore(p).manifest["config"]["precision"]: FeatureStore(p) for p in cache.iterdir() if p.is_dir()}
+    return {FeatureStore(p.parent).manifest["config"]["precision"]: FeatureStore(p.parent)
+            for p in cache.glob("*/manifest.json")}
 
 
 @needs_openvino
 def test_int8_store_is_calibrated_once_kept_in_the_store_and_close_to_fp32(cli, split_folder):
+    """(Reuse of the calibrated model by other stores: tests/test_calibration_cache.py.)"""
     settings = ("--image-size", "64", "--calibration-images", "12")
     assert cli(*extract_args(split_folder, cli.cache, *settings, "--precision", "fp32")).exit_code == 0
     result = cli(*extract_args(split_folder, cli.cache, *settings, "--precision", "int8"))
@@ -37,7 +39,7 @@ def test_int8_store_is_calibrated_once_kept_in_the_store_and_close_to_fp32(cli, 
     int8 = stores["int8"]
     assert int8.manifest["config"]["engine"] == "openvino"
     assert int8_model_path(int8.folder).is_file()
-    assert len(int8.manifest["int8"]["calibration_sources"]) == 12
+    assert len(int8.manifest["int8"]["calibration"]["sources"]) == 12
     fp32_rows, int8_rows = (stores[p].split_arrays("train") for p in ("fp32", "int8"))
     np.testing.assert_array_equal(fp32_rows["sources"], int8_rows["sources"])
     assert not np.array_equal(fp32_rows["features"], int8_rows["features"])

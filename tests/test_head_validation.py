@@ -9,6 +9,8 @@ import pytest
 from heads import HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
 
 FAST = {"dense": {"epochs": 30, "patience": 5}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
+# The ensemble of the two fast members here; tests/test_ensemble.py votes with the dense head too.
+FAST["ensemble"] = {"members": "logreg,svm", "member_params": {"logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}}
 
 
 def blobs(n_per_class=60, n_features=16, n_classes=3, seed=0, counts=None, noise_seed=None):
@@ -68,6 +70,14 @@ BAD = [
     ("svm", "n_jobs", 0, "must be -1 or an int >= 1"),
     ("svm", "seed", -3, "must be an int >= 0"),
     ("svm", "search_space", "C=1", "must be None or a dict"),
+    ("svm", "normalize", "l2", "must be one of 'none', 'sqrt_l2'"),
+    ("svm", "calibration", "platt", "must be one of 'auto', 'sigmoid', 'isotonic', 'temperature'"),
+    ("logreg", "normalize", "sqrt", "must be one of 'none', 'sqrt_l2'"),
+    ("dense", "refit", 1, "must be a bool"),
+    ("ensemble", "members", "logreg", "must be two or more of logreg, svm, dense, comma-separated"),
+    ("ensemble", "members", "logreg,forest", "must be two or more of logreg, svm, dense, comma-separated"),
+    ("ensemble", "cv_folds", 1, "must be an int >= 2"),
+    ("ensemble", "member_params", [1], "must be None or a dict"),
 ]
 
 
@@ -161,7 +171,12 @@ def test_a_near_constant_feature_cannot_push_a_head_to_certainty(name):
     head = create_head(name, **FAST[name]).fit(X, y)
     hostile = np.repeat(midpoint(X, y), 2, axis=0)
     hostile[:, :4] = [[1e6] * 4, [-1e6] * 4]
-    assert head.predict_proba(hostile).max() < 0.999
+    clipped = hostile.copy()
+    clipped[:, :4] = [[0.01] * 4, [0.0] * 4]  # the training range of those columns
+    np.testing.assert_allclose(head.predict_proba(hostile), head.predict_proba(clipped), atol=1e-6)
+    # The dense head, refitted on every row (the 0.01 row included), may lean on that one row's
+    # rare value as hard as any training value, but no further: short of certainty.
+    assert head.predict_proba(hostile).max() < (0.9999 if name == "dense" else 0.999)
 
 
 def test_dense_head_clips_inputs_to_the_training_range_with_builtin_layers():
@@ -175,8 +190,7 @@ def test_dense_head_clips_inputs_to_the_training_range_with_builtin_layers():
     inside = clip(X).numpy()
     assert inside.min() >= -1 and inside.max() <= 1
     assert np.abs(clip(X * 100).numpy()).max() <= 1
-    fit_rows, _ = head._holdout_split(y, None)  # the rows its statistics came from
-    standardised = keras.Sequential(head.model_.layers[:4])(X[fit_rows]).numpy()
+    standardised = keras.Sequential(head.model_.layers[:4])(X).numpy()  # refitted: statistics of every row
     assert np.abs(standardised[:, :4]).max() == 0  # the constant columns: centred, divided by 1
     np.testing.assert_allclose(standardised[:, 4:].mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(standardised[:, 4:].std(axis=0), 1, atol=1e-3)
@@ -206,14 +220,21 @@ def test_dense_statistics_stream_from_memory_mapped_shards(tmp_path):
 def test_a_class_with_few_training_rows_still_fits_and_predicts(name, rows):
     X, y = blobs(counts=[30, 30, rows], n_features=8)
     params = dict(FAST[name])
-    if name != "dense":
+    if name in ("logreg", "svm"):
         params["search_space"] = {"C": [0.1, 1.0]}
+    elif name == "ensemble":
+        params["search_space"] = {"logreg": {"C": [0.1, 1.0]}, "svm": {"C": [0.1, 1.0]}}
     head = create_head(name, **params).fit(X, y)
     proba = head.predict_proba(X)
     assert proba.shape == (len(X), 3) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     assert (head.predict(X[:60]) == y[:60]).mean() > 0.9
     if name == "dense":
+        return
+    if name == "ensemble":
+        assert head.selection_note_ == {1: "selection skipped: class 2 has 1 training image; every member votes",
+                                        2: "selection used 2 folds, not 3: class 2 has 2 training images",
+                                        3: None}[rows]
         return
     if rows == 1:
         assert head.search_note_ == "search skipped: class 2 has 1 training image"
@@ -225,8 +246,8 @@ def test_a_class_with_few_training_rows_still_fits_and_predicts(name, rows):
         assert head.search_note_ is None and head.best_params_["C"] in (0.1, 1.0)
     if name == "svm":
         assert head.calibration_ == {1: "sigmoid, in-sample: class 2 has 1 training row",
-                                     2: "sigmoid, 2-fold: class 2 has 2 training rows",
-                                     3: "sigmoid, 3-fold"}[rows]
+                                     2: "temperature, 2-fold: class 2 has 2 training rows",
+                                     3: "temperature, 3-fold"}[rows]
 
 
 def test_small_class_is_counted_in_images_not_augmented_rows():

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from heads import HEADS, HeadError, LogRegHead, SVMHead, create_head, parse_params
+from heads import HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
+
+# Fewer epochs for the dense head (it also refits), the ensemble with its two quick members;
+# tests/test_ensemble.py votes with the dense head too.
+QUICK = {"dense": {"epochs": 30, "patience": 5}, "ensemble": {"members": "logreg,svm"}}
 
 
 def blobs(n_per_class=60, n_features=32, n_classes=3, seed=0, shape=None):
@@ -18,7 +22,7 @@ def blobs(n_per_class=60, n_features=32, n_classes=3, seed=0, shape=None):
 def test_head_fits_saves_loads_and_predicts_identically(name, tmp_path):
     X, y = blobs()
     X_new, y_new = blobs(seed=0, n_per_class=20)
-    head = create_head(name).fit(X, y)
+    head = create_head(name, **QUICK.get(name, {})).fit(X, y)
     proba = head.predict_proba(X_new)
     assert proba.shape == (60, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
@@ -32,7 +36,7 @@ def test_head_fits_saves_loads_and_predicts_identically(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_head_accepts_unpooled_feature_maps(name):
     X, y = blobs(shape=(2, 2, 8))
-    head = create_head(name).fit(X, y)
+    head = create_head(name, **QUICK.get(name, {})).fit(X, y)
     assert head.predict_proba(X).shape == (180, 3)
     with pytest.raises(HeadError, match="fitted on features of shape"):
         head.predict_proba(X.reshape(180, -1))
@@ -40,7 +44,7 @@ def test_head_accepts_unpooled_feature_maps(name):
 
 def test_svm_chooses_its_solver_by_training_rows():
     X, y = blobs(n_per_class=50)
-    assert SVMHead().fit(X, y).solver_ == "SVC(kernel='rbf')"
+    assert SVMHead().fit(X, y).solver_ == "one-vs-rest SVC(kernel='rbf')"
     assert SVMHead(rbf_max_samples=100).fit(X, y).solver_ == "LinearSVC(dual=False)"
 
 
@@ -86,7 +90,7 @@ def test_search_picks_by_grouped_cross_validation():
     assert head.model_[-1].C == best
     svm = SVMHead(search_space={"C": [0.5, 2.0], "kernel": ["linear", "rbf"]}, n_jobs=1).fit(X, y)
     assert set(svm.best_params_) == {"C", "kernel"}
-    assert svm.solver_ == f"SVC(kernel={svm.best_params_['kernel']!r})"
+    assert svm.solver_ == f"one-vs-rest SVC(kernel={svm.best_params_['kernel']!r})"
 
 
 def test_augmented_twins_never_straddle_a_search_fold(monkeypatch):
@@ -141,3 +145,48 @@ def test_large_search_runs_on_whole_groups_and_the_linear_svm_tries_linear_C():
                   search_space={"C": [5.0, 50.0], "linear_C": [0.01, 0.1]}).fit(X, y)
     assert svm.solver_ == "LinearSVC(dual=False)" and svm.best_params_["C"] in (0.01, 0.1)
     assert (svm.predict(X) == y).mean() > 0.9
+
+
+def test_dense_refit_trains_a_fresh_network_on_every_training_row():
+    """Early stopping picks the epochs on a grouped holdout; the kept network then trains on all rows."""
+    X, y = blobs(n_per_class=30, n_features=16)
+    groups = np.arange(len(y)) // 2
+    held = DenseHead(epochs=6, patience=2, refit=False).fit(X, y, groups=groups)
+    fit_rows, stop_rows = held._holdout_split(np.unique(y, return_inverse=True)[1], groups)
+    assert not held.refitted_ and held.rows_seen_ == len(fit_rows) < len(y)  # the holdout never trained
+    refitted = DenseHead(epochs=6, patience=2).fit(X, y, groups=groups)
+    assert refitted.refitted_ and refitted.epochs_ == held.epochs_
+    assert refitted.rows_seen_ == len(y)  # every training row, counted as the Keras fit drew them
+    # its input scaling comes from every row, not from the rows left after the holdout
+    centre = np.asarray(refitted.model_.layers[1].mean).ravel()
+    np.testing.assert_allclose(centre, (X.min(axis=0) + X.max(axis=0)) / 2, rtol=1e-5, atol=1e-5)
+    assert (refitted.predict(X) == y).mean() > 0.9
+
+
+def test_sqrt_l2_normalisation_is_a_searched_step():
+    from heads._sklearn import signed_sqrt_l2
+    rows = np.array([[4.0, -9.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(signed_sqrt_l2(rows), [[2 / 13 ** 0.5, -3 / 13 ** 0.5, 0], [0, 0, 0]])
+    X, y = blobs(n_per_class=40)
+    X = np.abs(X)  # VGG16 features are non-negative
+    for head_class in (LogRegHead, SVMHead):
+        head = head_class(search_space={"C": [1.0], "normalize": ["none", "sqrt_l2"]}, n_jobs=1).fit(X, y)
+        assert head.best_params_["normalize"] in ("none", "sqrt_l2")
+        assert head.normalization_ == head.best_params_["normalize"]
+        fixed = head_class(normalize="sqrt_l2", n_jobs=1).fit(X, y)
+        assert fixed.normalization_ == "sqrt_l2" and fixed.model_.named_steps["normalize"].func is signed_sqrt_l2
+        assert (fixed.predict(X) == y).mean() > 0.9
+
+
+@pytest.mark.parametrize("calibration", ["sigmoid", "temperature"])
+def test_svm_calibration_folds_keep_an_images_rows_together(calibration):
+    X, y = blobs(n_per_class=30)
+    groups = np.arange(len(y)) // 3  # three rows per source image
+    head = SVMHead(calibration=calibration, n_jobs=1).fit(X, y, groups=groups)
+    folds = head.model_[-1].cv
+    assert len(folds) == 3 and head.calibration_ == f"{calibration}, 3-fold"
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    proba = head.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert (proba.argmax(axis=1) == y).mean() > 0.9

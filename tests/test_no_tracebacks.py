@@ -99,3 +99,35 @@ def test_store_requests_name_the_missing_store(fitted, tmp_path):
 
 def test_nan_is_refused_wherever_a_number_is_taken(fitted, tmp_path):
     refused_cleanly(fitted(*extract_args(fitted.data, tmp_path / "c"), "--val-fraction", "nan"), code=2)
+
+
+def run_cli(*args, cwd):
+    """`python -m pipeline ARGS` in a real process, with a deadline so a hang fails the test."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_a_fifo_and_a_non_utf8_name_in_real_processes(fitted, tmp_path):
+    import os
+
+    data = tmp_path / "photos"
+    write_images(data, {"cats": 10, "dogs": 10})
+    os.mkfifo(data / "cats" / "pipe.jpg")
+    odd = os.path.join(os.fsencode(data / "dogs"), b"\xff odd.png")
+    with open(odd, "wb") as copy:
+        copy.write((data / "dogs" / "img_001.png").read_bytes())
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    built = run_cli(*extract_args(data, cache, "--max-bad", "0.1"), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr.decode()
+    assert b"pipe.jpg" in built.stderr and b"Traceback" not in built.stderr
+    fitted_head = run_cli("head", "--head", "logreg", "--no-search", "--cache", cache, "--runs", runs, cwd=tmp_path)
+    assert fitted_head.returncode == 0, fitted_head.stderr.decode()
+    predicted = run_cli("predict", data / "dogs", data / "cats" / "pipe.jpg", "--cache", cache, "--runs", runs,
+                        cwd=tmp_path)
+    assert predicted.returncode == 3 and b"Traceback" not in predicted.stderr
+    lines = predicted.stdout.decode("utf-8").splitlines()  # valid UTF-8 whatever the names
+    assert any("\\xff odd.png" in line for line in lines)
+    assert any(line.split("\t")[:2] == [str(data / "cats" / "pipe.jpg"), "ERROR"] for line in lines)

@@ -32,7 +32,8 @@ def test_each_head_reaches_90_percent_on_real_photos(cli, tmp_path):
     assert result.exit_code == 0, result.output
     (board,) = list(cli.runs.glob("*/leaderboard.json"))
     rows = json.loads(board.read_text())["rows"]
-    assert {row["head"]: row["accuracy"] >= 0.90 for row in rows} == {"dense": True, "logreg": True, "svm": True}, rows
+    accuracies = {row["head"]: row["accuracy"] for row in rows}
+    assert {"dense", "logreg", "svm"} <= accuracies.keys() and min(accuracies.values()) >= 0.90, accuracies
 
 
 def test_bf16_features_drift_little_from_fp32_with_real_weights():
@@ -51,18 +52,23 @@ def test_bf16_features_drift_little_from_fp32_with_real_weights():
 
 
 def test_int8_features_drift_little_from_fp32_with_real_weights():
-    """Calibrated on 64 training photos, checked on 32 others, as a store would be."""
-    from features import build_engine, load_pixels, resolve_weights
-    from features.calibration import quantize_int8
+    """The accuracy guard's drift check: calibrated as a store is (DEFAULT_CALIBRATION_IMAGES
+    training photos, no pooling in the model, pooled on the engine's output), checked on 32
+    validation photos of each class."""
+    from features import build_engine, load_pixels, resolve_weights, scan_dataset
+    from features.calibration import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_IMAGES, calibration_batches,
+                                      calibration_sources, quantize_int8)
     from features.engines import OpenVinoEngine, openvino_installed
 
     if not openvino_installed():
         pytest.skip("the fast extra (openvino, nncf) is not installed")
     weights = resolve_weights(str(REAL_WEIGHTS))
-    training = [p for animal in ("cats", "dogs") for p in sorted((CATS_AND_DOGS / "train" / animal).iterdir())[:32]]
-    calibration = np.stack([load_pixels(p, 150) for p in training]).astype("float32")
-    int8 = OpenVinoEngine(quantize_int8(150, "avg", weights, 0, [calibration[:32], calibration[32:]]), "int8")
-    photos = sorted((CATS_AND_DOGS / "validation" / "cats").iterdir())[:32]
+    dataset = scan_dataset(CATS_AND_DOGS)
+    sources = calibration_sources(dataset, DEFAULT_CALIBRATION_IMAGES)
+    assert len(sources) == DEFAULT_CALIBRATION_IMAGES
+    batches = calibration_batches(dataset, sources, 150, CALIBRATION_BATCH)
+    int8 = OpenVinoEngine(quantize_int8(150, "none", weights, 0, batches), "int8", "avg")
+    photos = [p for animal in ("cats", "dogs") for p in sorted((CATS_AND_DOGS / "validation" / animal).iterdir())[:32]]
     pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
     a, b = build_engine(150, "avg", weights, 0, "fp32", "keras", 32)(pixels), int8(pixels)
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

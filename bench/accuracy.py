@@ -1,0 +1,176 @@
+"""Accuracy ablation: what each option of issue 13 buys, and what it costs.
+
+Run: make accuracy  (or .venv/bin/python bench/accuracy.py --help)
+
+For each data set (default: ../shared/data/cats_and_dogs_filtered and ../shared/data/monkeys_10),
+builds the feature stores an option needs with the `features` command (real weights, 224 px,
+one fixed --precision so that stores differ only in the option; the wall time of the command
+that computed a store is kept in <cache>/accuracy-timings.json and reused when the store
+already exists), then fits the heads each option asks for on its store (`pipeline.runs.fit_run`,
+the same code `compare` runs: searches on training rows only, scored once on validation) and
+writes one table: data set x option x head, accuracy with its 95% bootstrap interval, log loss,
+ECE, extraction seconds, store MB and fit seconds (an ensemble's includes its members').
+
+Options (each alone against the baseline, then the defaults, then the best combination):
+- baseline: the plain recipe as main had it before issue 13: logreg, svm (Platt scaling of
+  SVC's one-vs-one scores), dense (early stopping on a held-out 20%, never refitted); views 1,
+  no augmentation.
+- dense refit: dense picks its epochs on the grouped holdout, then refits on every row.
+- sqrt_l2: signed square root + L2 normalisation searched (with the usual space) in logreg, svm.
+- svm ovo temperature / svm ovr sigmoid / svm ovr temperature: the SVM's probabilities from
+  temperature scaling and/or one-vs-rest SVCs instead (grouped calibration folds).
+- ensemble: soft vote of the baseline heads, voters chosen by grouped CV on training rows.
+- views 2: features of each image and its mirror, averaged (a new store).
+- passes 2: two augmented passes over training images (a new store; not run unless asked).
+- defaults: every head (and the ensemble) as `compare` fits it now, on the base store.
+- best: the defaults on the views 2 store.
+
+Writes bench/results/accuracy-<date>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHARED = ROOT.parent / "shared"
+DATASETS = [SHARED / "data" / "cats_and_dogs_filtered", SHARED / "data" / "monkeys_10"]
+WEIGHTS = SHARED / "weights" / "vgg16_notop.weights.h5"
+TIMINGS = "accuracy-timings.json"
+
+from pipeline.config import SEARCH_SPACES  # noqa: E402  (after sys.path)
+
+# main before issue 13: Platt scaling on SVC's one-vs-one scores, no normalisation searched,
+# dense never refitted. Each option changes one thing against it.
+MAIN_SVM_SPACE = {k: v for k, v in SEARCH_SPACES["svm"].items() if k != "normalize"}
+MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "search_space": MAIN_SVM_SPACE}
+BASELINE = {"logreg": {}, "svm": MAIN_SVM, "dense": {"refit": False}}
+SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
+# option -> (store, {head: params}); "ensemble" reuses the option's other heads as its members.
+OPTIONS = {
+    "baseline": ("base", BASELINE),
+    "dense refit": ("base", {"dense": {"refit": True}}),
+    "sqrt_l2": ("base", {"logreg": {"search_space": {**SEARCH_SPACES["logreg"], **SQRT_L2_SPACE}},
+                         "svm": {**MAIN_SVM, "search_space": {**MAIN_SVM_SPACE, **SQRT_L2_SPACE}}}),
+    "svm ovo temperature": ("base", {"svm": {**MAIN_SVM, "calibration": "temperature"}}),
+    "svm ovr sigmoid": ("base", {"svm": {**MAIN_SVM, "one_vs_rest": True}}),
+    "svm ovr temperature": ("base", {"svm": {**MAIN_SVM, "one_vs_rest": True, "calibration": "temperature"}}),
+    "ensemble": ("base", {**BASELINE, "ensemble": {}}),
+    "views 2": ("views2", BASELINE),
+    "passes 2": ("passes2", BASELINE),
+    "defaults": ("base", {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}),
+    "best": ("views2", {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}),
+}
+STORES = {"base": [], "views2": ["--views", "2"], "passes2": ["--passes", "2"]}
+
+
+def build_store(data: Path, store: str, args) -> dict:
+    """Run `features` for ``store``'s options; return key, extraction seconds and store MB."""
+    command = [sys.executable, "-m", "pipeline", "features", "--data", str(data), "--weights", str(args.weights),
+               "--precision", args.precision, "--cache", str(args.cache), *STORES[store]]
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode:
+        raise SystemExit(f"features failed for {data.name} {store}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    # the key from the command's own summary: LATEST may be another concurrent run's
+    key = re.findall(r"Store ([0-9a-f]{16})", result.stdout + result.stderr)[-1]
+    timings_file = args.cache / TIMINGS
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    if "Computed" in result.stdout + result.stderr or key not in timings:  # this run extracted it
+        timings[key] = {"seconds": seconds, "data": data.name, "store": store, "measured": str(datetime.date.today()),
+                        "resumed": "Resuming" in result.stdout + result.stderr}
+        timings_file.write_text(json.dumps(timings, indent=1))
+    folder = args.cache / key
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {"key": key, "extraction_seconds": timings[key]["seconds"], "store_mb": size / 2 ** 20}
+
+
+def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str) -> list[dict]:
+    from features import FeatureStore
+    from pipeline.runs import fit_run
+    store = FeatureStore(args.cache / store_info["key"])
+    runs = args.runs / data_name / option.replace(" ", "-")
+    fitted, rows = {}, []
+    for head, params in heads.items():
+        members = {n: r for n, r in fitted.items() if n in ("logreg", "svm", "dense")} if head == "ensemble" else None
+        print(f"  {data_name} / {option} / {head} {params or ''}", flush=True)
+        run = fitted[head] = fit_run(store, head, dict(params), runs, search=True, members=members)
+        m = run.metrics
+        rows.append({
+            "data": data_name, "option": option, "head": head, "params": params,
+            "accuracy": m["accuracy"], "accuracy_95": m["intervals_95"]["accuracy"],
+            "log_loss": m["log_loss"], "ece": m["ece"], "fit_seconds": m["fit_seconds"],
+            "extraction_seconds": store_info["extraction_seconds"], "store_mb": store_info["store_mb"],
+            "store_key": store_info["key"], "validation_images": m["n_samples"],
+            "details": run.info["details"],
+        })
+        print(f"    accuracy {m['accuracy']:.4f} log loss {m['log_loss']:.3f} ECE {m['ece']:.3f} "
+              f"fit {m['fit_seconds']:.1f}s", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], args) -> str:
+    lines = [f"# Accuracy ablation ({datetime.date.today()})", "",
+             f"`{' '.join(sys.argv)}`; real weights, 224 px, `--precision {args.precision}`. Extraction "
+             "seconds are the wall time of the `features` command that built the store (CPU shared with "
+             "other work); fit seconds include the search (and an ensemble's members).", ""]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        lines += [f"## {data}", "",
+                  "| option | head | accuracy [95% CI] | log loss | ECE | extraction s | store MB | fit s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["data"] == data):
+            low, high = r["accuracy_95"]
+            lines.append(f"| {r['option']} | {r['head']} | {r['accuracy']:.3f} [{low:.3f}, {high:.3f}] | "
+                         f"{r['log_loss']:.3f} | {r['ece']:.3f} | {r['extraction_seconds']:.0f} | "
+                         f"{r['store_mb']:.1f} | {r['fit_seconds']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, nargs="+", default=DATASETS)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--precision", default="bf16", help="one precision for every store (default bf16)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o != "passes 2"],
+                        choices=list(OPTIONS), help="options to run (default: all but 'passes 2')")
+    parser.add_argument("--extract-only", action="store_true", help="build the stores, fit nothing")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    needed = list(dict.fromkeys(OPTIONS[o][0] for o in args.options))
+    stores = {(data.name, store): build_store(data, store, args) for data in args.data for store in needed}
+    if args.extract_only:
+        print(json.dumps({f"{d} {s}": v for (d, s), v in stores.items()}, indent=1))
+        return
+    rows = []
+    for data in args.data:
+        for option in args.options:
+            store, heads = OPTIONS[option]
+            rows += fit_option(stores[data.name, store], option, heads, args, data.name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"accuracy-{datetime.date.today()}"
+    stem.with_suffix(".json").write_text(json.dumps({"argv": sys.argv, "precision": args.precision,
+                                                     "rows": rows}, indent=1) + "\n")
+    table = markdown(rows, args)
+    stem.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""int8 calibration: where its time and memory go, and how far its features drift from fp32.
+
+Run one configuration per process (peak memory is per process):
+  .venv/bin/python bench/calibration.py --data ../shared/data/cats_and_dogs_filtered --count 64 --batch 4
+Prints, per stage, seconds and the process's resident memory (now and peak), then the cosine
+of int8 to fp32 features on the first --check validation images (fp32 features cached in --scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+STARTED = time.perf_counter()
+STAGES = []
+
+
+def rss_mib() -> tuple[float, float]:
+    current = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
+    return current / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage(name: str, since: float) -> float:
+    now = time.perf_counter()
+    current, peak = rss_mib()
+    STAGES.append({"stage": name, "seconds": round(now - since, 2), "rss_mib": round(current), "peak_mib": round(peak)})
+    print(f"{name:<28} {now - since:7.1f} s   RSS {current:7.0f} MiB   peak {peak:7.0f} MiB", flush=True)
+    return now
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--weights", default=str(ROOT.parent / "shared" / "weights" / "vgg16_notop.weights.h5"))
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--count", type=int, default=64, help="calibration images")
+    parser.add_argument("--batch", type=int, default=4, help="calibration batch size")
+    parser.add_argument("--pooling", default="none", help="pooling inside the quantized model (none: as stores do)")
+    parser.add_argument("--check", type=int, default=256, help="validation images for the drift check (0: none)")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bottleneck-calibration"))
+    parser.add_argument("--out", type=Path, help="append the result as one JSON line here")
+    args = parser.parse_args()
+
+    since = STARTED
+    import numpy as np
+    import tensorflow  # noqa: F401
+    since = stage("import tensorflow", since)
+    import nncf  # noqa: F401
+    import openvino  # noqa: F401
+    since = stage("import openvino, nncf", since)
+    from features import build_engine, load_pixels, resolve_weights, scan_dataset
+    from features.calibration import calibration_batches, calibration_sources
+    from features.engines import OpenVinoEngine, to_openvino
+    weights = resolve_weights(args.weights)
+    dataset = scan_dataset(args.data)
+    since = stage("weights hash, data scan", since)
+    batches = calibration_batches(dataset, calibration_sources(dataset, args.count), args.size, args.batch)
+    since = stage(f"decode {args.count} images", since)
+    model = to_openvino(args.size, args.pooling, weights, args.batch)
+    since = stage("build + convert (TF freed)", since)
+    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                              target_device=nncf.TargetDevice.CPU)
+    del model, batches
+    since = stage(f"nncf.quantize (batch {args.batch})", since)
+    engine = OpenVinoEngine(quantized, "int8", "avg")
+    since = stage("compile", since)
+    result = {"data": str(args.data), "size": args.size, "count": args.count, "batch": args.batch,
+              "pooling_in_model": args.pooling, "stages": STAGES}
+    if args.check:
+        validation = dataset.indices("validation")[:: max(1, len(dataset.indices("validation")) // args.check)][:args.check]
+        pixels = np.stack([load_pixels(dataset.root / dataset.sources[i].path, args.size) for i in validation])
+        pixels = pixels.astype(np.float32)
+        int8 = np.concatenate([engine(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+        since = stage(f"int8 on {len(pixels)} images", since)
+        reference = args.scratch / f"fp32-{args.data.name}-{args.size}-{len(pixels)}.npy"
+        if reference.is_file():
+            fp32 = np.load(reference)
+        else:
+            keras_engine = build_engine(args.size, "avg", weights, 0, "fp32", "keras", 32)
+            fp32 = np.concatenate([keras_engine(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+            reference.parent.mkdir(parents=True, exist_ok=True)
+            np.save(reference, fp32)
+            since = stage(f"fp32 on {len(pixels)} images", since)
+        cosine = (fp32 * int8).sum(axis=1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+        result["cosine"] = {"min": float(cosine.min()), "median": float(np.median(cosine)), "images": len(pixels)}
+        print(f"cosine to fp32 on {len(pixels)} validation images: min {cosine.min():.5f}, "
+              f"median {np.median(cosine):.6f}")
+    if args.out:
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Stage one from Python: a store as a scikit-learn ``Bunch``, and VGG16 features as a transformer.
+
+    >>> from features import VGG16Features, load_store
+    >>> train = load_store("latest", split="train")          # or a store key, or its folder
+    >>> LogisticRegression().fit(train.data, train.target)   # rows read from the shards
+    >>> model = make_pipeline(VGG16Features(weights=path), LogisticRegression())
+    >>> model.fit(image_paths, labels).predict(new_paths)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Bunch
+from sklearn.utils.validation import check_is_fitted
+
+from features.backbone import MIN_IMAGE_SIZE, cpu_flags, feature_shape, native_precision, resolve_weights
+from features.engines import build_engine
+from features.errors import FeatureError
+from features.images import load_pixels
+from features.store import FeatureStore
+
+LATEST_FILE = "LATEST"  # written by the `features` command into its cache folder
+
+
+def store_path(key_or_path: str | Path, cache: str | Path = "cache") -> Path:
+    """The folder of a store given by folder, by key inside ``cache``, or ``"latest"``."""
+    cache = Path(cache).expanduser()
+    if str(key_or_path) == "latest":
+        latest = cache / LATEST_FILE
+        if not latest.is_file():
+            raise FeatureError(f"No feature store in {cache} yet: extract one first.")
+        key_or_path = latest.read_text().strip()
+    path = Path(key_or_path).expanduser()
+    return path if path.is_dir() else cache / str(key_or_path)
+
+
+def load_store(key_or_path: str | Path = "latest", split: str = "train", passes: bool = True,
+               cache: str | Path = "cache") -> Bunch:
+    """One split of a finished store, checked, as a scikit-learn ``Bunch``.
+
+    ``data`` stays in the memory-mapped shard files (indexing rows reads only those rows;
+    ``np.asarray(data)`` loads them all as float32); ``target`` holds class indices into
+    ``target_names``; ``filenames`` are relative to ``data_root``; ``split`` and
+    ``pass_index`` say where each row came from (pass 0 is the unaugmented image; training
+    rows of augmented passes follow unless ``passes`` is False). ``groups`` (the source
+    index of each row) keeps augmented twins together in ``GroupKFold``.
+    """
+    store = FeatureStore(store_path(key_or_path, cache))
+    rows = store.split_rows(split, passes)
+    return Bunch(
+        data=rows["features"], target=rows["labels"], target_names=list(store.class_names),
+        filenames=np.asarray(store.source_paths(rows["sources"]), dtype=object),
+        split=np.full(len(rows["labels"]), split, dtype=object), pass_index=rows["passes"],
+        groups=rows["sources"], data_root=store.manifest["data_root"], key=store.key,
+        feature_shape=tuple(store.manifest["feature_shape"]),
+    )
+
+
+class VGG16Features(TransformerMixin, BaseEstimator):
+    """Frozen VGG16 bottleneck features as a scikit-learn transformer.
+
+    ``transform`` takes image paths (decoded exactly as `features` decodes them) or an
+    array of RGB images (n, height, width, 3), values 0-255, resized bilinearly to
+    ``image_size``; it returns float32 features of shape (n, 512) pooled, or flattened
+    maps with ``pooling="none"``. With ``cache`` (a folder of feature stores), rows of
+    files that a finished store with the same settings already holds are read from it
+    instead of recomputed. ``fit`` learns nothing; the engine is built on first use.
+
+    Parameters
+    ----------
+    image_size : int, square input size in pixels (32-1024).
+    pooling : {"avg", "max", "none"}
+    weights : str, "auto", "imagenet", "none" (random) or a weights file path.
+    precision : {"auto", "fp32", "bf16"}, the convnet's arithmetic; auto: bf16 where the CPU
+        has it natively, else fp32.
+    batch_size : int, images per convnet batch.
+    cache : str or None, a folder of feature stores to read known files from.
+    """
+
+    def __init__(self, image_size: int = 224, pooling: str = "avg", weights: str = "auto",
+                 precision: str = "auto", batch_size: int = 32, cache: str | None = None):
+        self.image_size = image_size
+        self.pooling = pooling
+        self.weights = weights
+        self.precision = precision
+        self.batch_size = batch_size
+        self.cache = cache
+
+    def fit(self, X=None, y=None):
+        self._check_settings()
+        self.n_features_out_ = int(np.prod(feature_shape(self.image_size, self.pooling)))
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        if isinstance(X, np.ndarray) and X.ndim == 4:
+            return self._compute_pixels(np.stack([_resized(image, self.image_size) for image in X]))
+        paths = [Path(p).expanduser().resolve() for p in X]
+        out = np.empty((len(paths), self.n_features_out_), np.float32)
+        known = self._cached_rows(paths) if self.cache else {}
+        for i, row in known.items():
+            out[i] = row
+        missing = [i for i in range(len(paths)) if i not in known]
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start:start + self.batch_size]
+            pixels = np.stack([load_pixels(paths[i], self.image_size) for i in batch])
+            out[batch] = self._compute_pixels(pixels)
+        return out
+
+    def _check_settings(self) -> None:
+        if not (isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= 1024):
+            raise FeatureError(f"image_size must be an int in [{MIN_IMAGE_SIZE}, 1024]. Received: {self.image_size!r}")
+        if self.pooling not in ("avg", "max", "none"):
+            raise FeatureError(f"pooling must be one of avg, max, none. Received: {self.pooling!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise FeatureError(f"precision must be one of auto, fp32, bf16. Received: {self.precision!r}")
+
+    def _resolved_precision(self) -> str:
+        return native_precision(cpu_flags()) if self.precision == "auto" else self.precision
+
+    def _engine(self):
+        if getattr(self, "engine_", None) is None:
+            self.weights_ = resolve_weights(self.weights)
+            self.engine_ = build_engine(self.image_size, self.pooling, self.weights_, 0,
+                                        self._resolved_precision(), "keras", self.batch_size)
+        return self.engine_
+
+    def _compute_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        engine = self._engine()
+        rows = [engine(pixels[i:i + self.batch_size].astype(np.float32))
+                for i in range(0, len(pixels), self.batch_size)]
+        return np.concatenate(rows).reshape(len(pixels), -1).astype(np.float32)
+
+    def _cached_rows(self, paths: list[Path]) -> dict[int, np.ndarray]:
+        """Rows of ``paths`` held (pass 0) by finished stores in ``cache`` with these settings."""
+        wanted = {str(path): i for i, path in enumerate(paths)}
+        identity = resolve_weights(self.weights).identity
+        found = {}
+        for manifest_path in sorted(Path(self.cache).expanduser().glob("*/manifest.json")):
+            try:
+                store = FeatureStore(manifest_path.parent)
+            except FeatureError:
+                continue  # an unfinished or damaged store is not a source of truth
+            config = store.manifest["config"]
+            if (config["image_size"], config["pooling"], config.get("precision"), config.get("views", 1),
+                    store.manifest["weights"]["identity"]) != (self.image_size, self.pooling,
+                                                               self._resolved_precision(), 1, identity):
+                continue
+            root = Path(store.manifest["data_root"])
+            for split in store.splits:
+                rows = store.split_rows(split, passes=False)
+                for row, source in enumerate(rows["sources"]):
+                    index = wanted.get(str(root / store.manifest["sources"][source]["path"]))
+                    if index is not None and index not in found:
+                        found[index] = np.asarray(rows["features"][np.array([row])][0]).reshape(-1)
+        return found
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB array resized bilinearly to ``size`` x ``size``, as `features` resizes files."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).convert("RGB")
+    return np.asarray(picture.resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -1,0 +1,68 @@
+"""`--precision auto`: the fastest arithmetic the CPU runs natively, and the reason, in one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.backbone import choose_precision, cpu_flags, engine_installed, explain_precision
+from tests.conftest import extract_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ZEN4 = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}  # native bf16 and VNNI
+SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
+CASCADE_LAKE = {"avx2", "avx512f", "avx512_vnni"}  # VNNI only
+ALDER_LAKE = {"avx2", "avx_vnni"}  # VNNI on AVX2 only
+COOPER_LAKE_NO_VNNI = {"avx512f", "avx512_bf16"}  # bf16 only (made up: no such CPU lacks VNNI)
+HASWELL = {"avx2", "fma"}  # neither
+
+
+@pytest.mark.parametrize("flags, installed, precision, words", [
+    (ZEN4, True, "int8", "AVX512_VNNI and OpenVINO is installed"),
+    (ZEN4, False, "bf16", "bfloat16 natively (AVX512_BF16); int8 would be faster"),
+    (SAPPHIRE_RAPIDS, True, "int8", "AMX_INT8 and AVX512_VNNI"),
+    (SAPPHIRE_RAPIDS, False, "bf16", "AMX_BF16 and AVX512_BF16"),
+    (CASCADE_LAKE, True, "int8", "AVX512_VNNI and OpenVINO is installed"),
+    (CASCADE_LAKE, False, "fp32", "no native bfloat16; int8 would be faster (the CPU has AVX512_VNNI)"),
+    (ALDER_LAKE, True, "int8", "AVX_VNNI"),
+    (ALDER_LAKE, False, "fp32", "not installed: pip install"),
+    (COOPER_LAKE_NO_VNNI, True, "bf16", "bfloat16 natively (AVX512_BF16)"),
+    (COOPER_LAKE_NO_VNNI, False, "bf16", "bfloat16 natively (AVX512_BF16)"),
+    (HASWELL, True, "fp32", "neither int8 dot products"),
+    (HASWELL, False, "fp32", "neither int8 dot products"),
+    (set(), True, "fp32", "neither"),  # flags unknown (not Linux)
+])
+def test_auto_picks_the_fastest_native_precision_and_says_why(flags, installed, precision, words):
+    chosen, reason = choose_precision(flags, installed)
+    assert chosen == precision
+    assert words in reason, reason
+
+
+def test_auto_on_this_cpu_is_the_pure_choice_and_explicit_precisions_pass_through():
+    assert explain_precision("auto") == choose_precision(cpu_flags(), engine_installed())
+    assert explain_precision("fp32") == ("fp32", None)
+    assert explain_precision("int8") == ("int8", None)
+
+
+def test_features_prints_what_auto_chose(cli, split_folder):
+    chosen, reason = choose_precision(cpu_flags(), engine_installed())
+    result = cli(*extract_args(split_folder, cli.cache, "--precision", "auto", "--calibration-images", "4"))
+    assert result.exit_code == 0, result.output
+    assert f"precision auto -> {chosen}: {reason}" in result.output
+    (manifest,) = list(cli.cache.glob("*/manifest.json"))
+    assert f'"precision": "{chosen}"' in manifest.read_text()
+
+
+def test_auto_without_the_engine_falls_back_and_names_the_fix(tmp_path, split_folder):
+    """A real process in which openvino cannot be imported: no int8, and the line says why."""
+    program = ("import sys; sys.modules['openvino'] = None; from pipeline.cli import app; "
+               "sys.argv[0] = 'pipeline'; app()")
+    result = subprocess.run([sys.executable, "-c", program, *extract_args(split_folder, tmp_path / "cache"),
+                             "--precision", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected, reason = choose_precision(cpu_flags(), engine_installed=False)
+    assert f"precision auto -> {expected}: {reason}" in result.stdout + result.stderr
+    assert expected != "int8"
+    assert not (tmp_path / "cache" / "int8-models").exists()

@@ -1,0 +1,73 @@
+"""The Python API as a notebook uses it: load_store, the VGG16 transformer in a Pipeline."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+
+from features import FeatureError, FeatureStore, VGG16Features, load_store
+from tests.conftest import extract_args, write_images
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A finished fp32 store (random weights, 32 px) of three classes of patterned photos."""
+    from tests.conftest import make_cli
+
+    folder = tmp_path_factory.mktemp("api")
+    data = folder / "photos"
+    write_images(data, {"alpha": 12, "beta": 12, "gamma": 12})
+    cli = make_cli(folder)
+    result = cli(*extract_args(data, cli.cache, "--precision", "fp32", "--passes", "1"))
+    assert result.exit_code == 0, result.output
+    return data, cli.cache
+
+
+def test_load_store_round_trip(store):
+    data, cache = store
+    train = load_store("latest", split="train", cache=cache)
+    validation = load_store("latest", split="validation", cache=cache)
+    assert train.target_names == ["alpha", "beta", "gamma"]
+    assert len(train.data) == len(train.target) == len(train.filenames) == len(train.pass_index)
+    assert set(train.pass_index) == {0, 1} and set(validation.pass_index) == {0}
+    stored = FeatureStore(cache / train.key).split_arrays("train")
+    np.testing.assert_array_equal(np.asarray(train.data), stored["features"])
+    for name, label in zip(train.filenames, train.target):
+        assert name.split("/")[0] == train.target_names[label]
+    by_key = load_store(train.key, split="validation", cache=cache)
+    np.testing.assert_array_equal(np.asarray(by_key.data), np.asarray(validation.data))
+    model = LogisticRegression(max_iter=2000).fit(train.data, train.target)
+    assert model.score(validation.data, validation.target) > 0.6
+    scores = cross_val_score(LogisticRegression(max_iter=2000), train.data, train.target,
+                             groups=train.groups, cv=GroupKFold(3))
+    assert len(scores) == 3
+    with pytest.raises(FeatureError, match="No feature store"):
+        load_store("latest", cache=cache / "nowhere")
+
+
+def test_transformer_in_a_pipeline_with_logistic_regression(store):
+    data, _ = store
+    paths = sorted(str(p) for p in data.rglob("*.*"))
+    labels = [p.split("/")[-2] for p in paths]
+    features = VGG16Features(image_size=32, weights="none", precision="fp32")
+    model = make_pipeline(features, LogisticRegression(max_iter=2000))
+    model.fit(paths[::2], labels[::2])
+    assert np.mean(model.predict(paths[1::2]) == np.asarray(labels[1::2])) > 0.6
+    assert clone(features).get_params() == features.get_params()
+    arrays = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths[:4]])
+    from_arrays = VGG16Features(image_size=32, weights="none", precision="fp32").fit().transform(arrays)
+    from_paths = VGG16Features(image_size=32, weights="none", precision="fp32").fit().transform(paths[:4])
+    assert from_arrays.shape == (4, 512)
+    np.testing.assert_allclose(from_arrays, from_paths, rtol=1e-4, atol=1e-4)
+
+
+def test_transformer_reads_known_files_from_the_store(store):
+    data, cache = store
+    paths = sorted(str(p) for p in data.rglob("*.*"))[:6]
+    computed = VGG16Features(image_size=32, weights="none", precision="fp32").fit().transform(paths)
+    cached = VGG16Features(image_size=32, weights="none", precision="fp32", cache=str(cache)).fit()
+    np.testing.assert_allclose(cached.transform(paths), computed, rtol=1e-5, atol=1e-5)
+    assert getattr(cached, "engine_", None) is None, "every row came from the store"
