@@ -7,6 +7,7 @@ import math
 import numbers
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 class HeadError(Exception):
@@ -84,20 +85,18 @@ def _describe(rule) -> str:
     return f"a {rule.__name__}" if isinstance(rule, type) else str(rule)
 
 
-class Head:
+class Head(ClassifierMixin, BaseEstimator):
     """Estimator contract: ``fit(X, y, groups=None)``, ``predict_proba``, ``save`` / ``load``.
 
-    ``__init__`` only stores keyword arguments; learned state ends in ``_`` and is set by ``fit``.
+    A scikit-learn classifier: ``clone``, ``get_params``/``set_params``, ``score``,
+    ``cross_val_score`` and ``Pipeline`` work as with any estimator. ``__init__`` only stores
+    keyword arguments; learned state ends in ``_`` and is set by ``fit``.
     ``_parameter_constraints`` maps every ``__init__`` parameter to the rules it may satisfy
     (any one will do); ``fit`` and ``parse_params`` check them with ``_validate_params``.
     """
 
     name = "head"
     _parameter_constraints: dict[str, list] = {}
-
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters
-                if p != "self"}
 
     def _validate_params(self) -> None:
         """Raise a one-line ``HeadError`` naming the head, parameter, rule and value on the first

@@ -71,3 +71,31 @@ def test_transformer_reads_known_files_from_the_store(store):
     cached = VGG16Features(image_size=32, weights="none", precision="fp32", cache=str(cache)).fit()
     np.testing.assert_allclose(cached.transform(paths), computed, rtol=1e-5, atol=1e-5)
     assert getattr(cached, "engine_", None) is None, "every row came from the store"
+
+
+def small_problem(classes: int = 3, per_class: int = 30, width: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, width))
+    y = np.repeat(np.arange(classes), per_class)
+    return (centres[y] + rng.normal(0, 1, (len(y), width))).astype(np.float32), y
+
+
+FAST_PARAMS = {"dense": {"epochs": 8, "patience": 2}, "logreg": {}, "svm": {}, "ensemble": {}}
+
+
+@pytest.mark.parametrize("name", ["dense", "logreg", "svm", "ensemble"])
+def test_heads_are_scikit_learn_classifiers(name):
+    from sklearn.preprocessing import StandardScaler
+
+    from heads import create_head
+
+    head = create_head(name, **FAST_PARAMS[name])
+    copy = clone(head)
+    assert copy is not head and copy.get_params(deep=True) == head.get_params(deep=True)
+    if "seed" in head.get_params():
+        assert copy.set_params(seed=3).get_params()["seed"] == 3 and head.seed != 3
+    X, y = small_problem()
+    scores = cross_val_score(head, X, y, cv=3)
+    assert len(scores) == 3 and scores.mean() > 0.8
+    model = make_pipeline(StandardScaler(), clone(head)).fit(X, y)
+    assert model.score(X, y) > 0.8 and model.predict_proba(X).shape == (len(y), 3)
