@@ -22,7 +22,7 @@ from features.errors import FeatureError
 from features.images import load_pixels
 from features.store import FeatureStore
 
-LATEST_FILE = "LATEST"  # written by the `features` command into its cache folder
+LATEST_FILE = "LATEST"  # inside a cache folder: the key of the last store `features` finished
 
 
 def store_path(key_or_path: str | Path, cache: str | Path = "cache") -> Path:
@@ -121,10 +121,15 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     def _resolved_precision(self) -> str:
         return native_precision(cpu_flags()) if self.precision == "auto" else self.precision
 
+    def _weights(self):
+        """The resolved weights, once: resolving a file hashes it."""
+        if getattr(self, "weights_", None) is None:
+            self.weights_ = resolve_weights(self.weights)
+        return self.weights_
+
     def _engine(self):
         if getattr(self, "engine_", None) is None:
-            self.weights_ = resolve_weights(self.weights)
-            self.engine_ = build_engine(self.image_size, self.pooling, self.weights_, 0,
+            self.engine_ = build_engine(self.image_size, self.pooling, self._weights(), 0,
                                         self._resolved_precision(), "keras", self.batch_size)
         return self.engine_
 
@@ -137,7 +142,7 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     def _cached_rows(self, paths: list[Path]) -> dict[int, np.ndarray]:
         """Rows of ``paths`` held (pass 0) by finished stores in ``cache`` with these settings."""
         wanted = {str(path): i for i, path in enumerate(paths)}
-        identity = resolve_weights(self.weights).identity
+        identity = self._weights().identity
         found = {}
         for manifest_path in sorted(Path(self.cache).expanduser().glob("*/manifest.json")):
             try:
@@ -152,10 +157,14 @@ class VGG16Features(TransformerMixin, BaseEstimator):
             root = Path(store.manifest["data_root"])
             for split in store.splits:
                 rows = store.split_rows(split, passes=False)
+                hits = {}  # index in paths -> row in this split
                 for row, source in enumerate(rows["sources"]):
                     index = wanted.get(str(root / store.manifest["sources"][source]["path"]))
                     if index is not None and index not in found:
-                        found[index] = np.asarray(rows["features"][np.array([row])][0]).reshape(-1)
+                        hits.setdefault(index, row)
+                if hits:
+                    gathered = rows["features"][np.fromiter(hits.values(), dtype=np.int64)]
+                    found.update(zip(hits, gathered.reshape(len(hits), -1)))
         return found
 
 

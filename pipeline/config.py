@@ -5,7 +5,6 @@ from pathlib import Path
 CACHE_DIR = Path("cache")
 RUNS_DIR = Path("runs")
 DEMO_DIR = Path("data") / "digits"
-LATEST_FILE = "LATEST"  # inside the cache: key of the last store `features` finished
 
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGE_SIZE = 32  # VGG16's five poolings need 32 px

@@ -12,12 +12,12 @@ import keras
 from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
                       extract, plan_shards, scan_dataset)
 from features.backbone import feature_shape
+from features.api import LATEST_FILE, store_path
 from features.calibration import calibrated_model, install_int8_model
 from features.distributed import check_backend, extract_on_dask
 from features.lock import StoreLock
 from features.store import atomic_write_bytes, read_manifest
 from features.verify import verify_store
-from pipeline.config import LATEST_FILE
 from pipeline.keys import store_key
 from pipeline.progress import progress
 
@@ -166,14 +166,11 @@ def _mark_latest(cache: Path, key: str) -> None:
 
 def store_folder(cache: Path, store: str) -> Path:
     """The folder of a store named by key, by folder path, or ``latest`` (the last `features` run)."""
-    if store == "latest":
-        latest = cache / LATEST_FILE
-        if not latest.is_file():
-            raise FeatureError(f"No feature store in {cache} yet. Make one from your photos with "
-                               "`make features DATA=path/to/photos` (or `bottleneck-heads features "
-                               "--data path/to/photos`).")
-        store = latest.read_text().strip()
-    return Path(store) if Path(store).is_dir() else cache / store
+    if store == "latest" and not (cache / LATEST_FILE).is_file():
+        raise FeatureError(f"No feature store in {cache} yet. Make one from your photos with "
+                           "`make features DATA=path/to/photos` (or `bottleneck-heads features "
+                           "--data path/to/photos`).")
+    return store_path(store, cache)
 
 
 def open_store(cache: Path, store: str, require_complete: bool = True) -> FeatureStore:
