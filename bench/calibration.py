@@ -9,6 +9,8 @@ of int8 to fp32 features on the first --check validation images (fp32 features c
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import os
 import resource
@@ -51,26 +53,30 @@ def main() -> None:
 
     since = STARTED
     import numpy as np
-    import tensorflow  # noqa: F401
+    importlib.import_module("tensorflow")
     since = stage("import tensorflow", since)
-    import nncf  # noqa: F401
-    import openvino  # noqa: F401
+    import nncf
+    importlib.import_module("openvino")
     since = stage("import openvino, nncf", since)
-    from features import build_engine, load_pixels, resolve_weights, scan_dataset
+    from features import BackboneSpec, load_pixels, resolve_weights, scan_dataset
     from features.calibration import calibration_batches, calibration_sources
-    from features.engines import OpenVinoEngine, to_openvino
+    from features.engines import open_engine
+    from features.engines.openvino_engine import OpenVinoEngine, to_openvino
     weights = resolve_weights(args.weights)
+    # fp32 on Keras: the reference; int8 on OpenVINO: what is measured (features avg-pooled)
+    fp32_spec = BackboneSpec(weights=weights, image_size=args.size, pooling="avg", seed=0, batch_size=32)
+    spec = dataclasses.replace(fp32_spec, precision="int8", engine="openvino", calibration_images=args.count)
     dataset = scan_dataset(args.data)
     since = stage("weights hash, data scan", since)
     batches = calibration_batches(dataset, calibration_sources(dataset, args.count), args.size, args.batch)
     since = stage(f"decode {args.count} images", since)
-    model = to_openvino(args.size, args.pooling, weights, args.batch)
+    model = to_openvino(spec, args.batch, pooling=args.pooling)
     since = stage("build + convert (TF freed)", since)
     quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                               target_device=nncf.TargetDevice.CPU)
     del model, batches
     since = stage(f"nncf.quantize (batch {args.batch})", since)
-    engine = OpenVinoEngine(quantized, "int8", "avg")
+    engine = OpenVinoEngine(quantized, spec, pool_maps=args.pooling == "none")  # maps out: avg-pooled here
     since = stage("compile", since)
     result = {"data": str(args.data), "size": args.size, "count": args.count, "batch": args.batch,
               "pooling_in_model": args.pooling, "stages": STAGES}
@@ -84,7 +90,7 @@ def main() -> None:
         if reference.is_file():
             fp32 = np.load(reference)
         else:
-            keras_engine = build_engine(args.size, "avg", weights, 0, "fp32", "keras", 32)
+            keras_engine = open_engine(fp32_spec)
             fp32 = np.concatenate([keras_engine(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
             reference.parent.mkdir(parents=True, exist_ok=True)
             np.save(reference, fp32)

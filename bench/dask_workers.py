@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from distributed import Client, LocalCluster  # noqa: E402
 
-from features import ExtractConfig, resolve_weights, scan_dataset  # noqa: E402
-from features.backbone import resolve_precision  # noqa: E402
+from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset  # noqa: E402
 from pipeline.stores import build_store  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -54,9 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     dataset = scan_dataset(subset(work / "photos", args.images), 0.2)
-    config = ExtractConfig(image_size=args.size, shard_size=args.shard_size,
-                           precision=resolve_precision(args.precision))
-    print(f"{len(dataset.sources)} photos at {args.size} px, {config.precision}, shards of "
+    # precision auto resolved here, once, for every run (as `features` does); the engine follows it
+    spec = BackboneSpec.resolve(precision=args.precision, weights=resolve_weights(str(WEIGHTS)), image_size=args.size)
+    config = ExtractConfig(backbone=spec, shard_size=args.shard_size)
+    print(f"{len(dataset.sources)} photos at {args.size} px, {spec.precision}, shards of "
           f"{args.shard_size}, {os.cpu_count()} cores")
     print("| backend | start-up s | extraction s | images/s | ratio to local |")
     print("|---|---|---|---|---|")
@@ -73,8 +73,8 @@ def main() -> None:
                 warm(client)
             scheduler, startup = cluster.scheduler_address, time.perf_counter() - started
         started = time.perf_counter()
-        store = build_store(dataset, config, resolve_weights(str(WEIGHTS)), cache, log=lambda line: None,
-                            backend="local" if workers is None else "dask", scheduler=scheduler)
+        store = build_store(dataset, config, cache, backend="local" if workers is None else "dask",
+                            scheduler=scheduler)
         seconds = time.perf_counter() - started
         if cluster is not None:
             cluster.close()

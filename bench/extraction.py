@@ -45,11 +45,14 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras.applications import vgg16  # noqa: E402
 
-from features import ExtractConfig, StoreWriter, build_engine, extract, load_pixels, resolve_weights, scan_dataset  # noqa: E402
+from features import ExtractConfig, StoreWriter, load_pixels, resolve_weights, scan_dataset  # noqa: E402
 from features.backbone import build_backbone  # noqa: E402
-from features.calibration import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_IMAGES, calibration_batches,  # noqa: E402
-                                  calibration_sources, quantize_int8)
-from features.engines import OpenVinoEngine, openvino_installed  # noqa: E402
+from features.calibration import (CALIBRATION_BATCH, calibration_batches, calibration_sources,  # noqa: E402
+                                  quantize_int8)
+from features.engines import open_engine  # noqa: E402
+from features.engines.openvino_engine import OpenVinoEngine  # noqa: E402
+from features.extract import LocalExecutor, extract  # noqa: E402
+from features.spec import DEFAULT_CALIBRATION_IMAGES, BackboneSpec, engine_installed  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 PHOTOS = SHARED / "data" / "cats_and_dogs_filtered"
@@ -59,9 +62,10 @@ PATHS = [("keras", "fp32"), ("keras", "bf16"), ("openvino", "fp32"), ("openvino"
 
 def conv_flops(image_size: int) -> float:
     """Multiply-adds x2 of the VGG16 base's convolutions for one image."""
-    model = build_backbone(image_size, "avg", resolve_weights("none"))
+    spec = BackboneSpec(weights=resolve_weights("none"), image_size=image_size, pooling="avg")
+    base = build_backbone(spec).get_layer("vgg16")  # the base alone: not the preprocessing layer
     total = 0
-    for layer in model.layers:
+    for layer in base.layers:
         if isinstance(layer, keras.layers.Conv2D):
             h, w, c_out = layer.output.shape[1:]
             k_h, k_w, c_in, _ = layer.kernel.shape
@@ -93,7 +97,7 @@ def ceilings(size: int = 4096) -> dict[str, dict[str, float]]:
         x, y = tf.constant(a, dtype), tf.constant(b, dtype)
         product = tf.function(lambda: tf.matmul(x, y))
         probes[precision]["tensorflow matmul"] = best_rate(lambda: product().numpy(), matmul_work)
-    if not openvino_installed():
+    if not engine_installed():
         return probes
     import nncf
     import openvino as ov
@@ -155,19 +159,25 @@ class Paths:
         self.engines = {}
         self.calibration_seconds = None
         for engine, precision in PATHS:
-            if engine == "openvino" and not openvino_installed():
+            if engine == "openvino" and not engine_installed():
                 continue
             self.engines[(engine, precision)] = self._engine(engine, precision)
 
+    def spec(self, engine: str, precision: str) -> BackboneSpec:
+        calibration = {"calibration_images": DEFAULT_CALIBRATION_IMAGES} if precision == "int8" else {}
+        return BackboneSpec(weights=self.weights, image_size=self.size, pooling="avg", seed=0, precision=precision,
+                            engine=engine, batch_size=self.batch_size, **calibration)
+
     def _engine(self, engine: str, precision: str):
+        spec = self.spec(engine, precision)
         if precision != "int8":
-            return build_engine(self.size, "avg", self.weights, 0, precision, engine, self.batch_size)
+            return open_engine(spec)
         started = time.perf_counter()  # as a store calibrates: no pooling in the model, pooled after
-        sample = calibration_sources(self.dataset, DEFAULT_CALIBRATION_IMAGES)
+        sample = calibration_sources(self.dataset, spec.calibration_images)
         batches = calibration_batches(self.dataset, sample, self.size, CALIBRATION_BATCH)
-        model = quantize_int8(self.size, "none", self.weights, 0, batches)
+        model = quantize_int8(spec, batches)
         self.calibration_seconds = time.perf_counter() - started
-        return OpenVinoEngine(model, "int8", "avg")
+        return OpenVinoEngine(model, spec, pool_maps=True)
 
     def recipe_convnet(self):
         self.recipe_model.predict(vgg16.preprocess_input(self.pixels.copy()), batch_size=self.batch_size, verbose=0)
@@ -187,12 +197,11 @@ class Paths:
             engine(self.pixels[start:start + self.batch_size])
 
     def end_to_end(self, key, out: Path):
-        engine, precision = key
-        config = ExtractConfig(image_size=self.size, precision=precision, engine=engine, batch_size=self.batch_size)
+        config = ExtractConfig(backbone=self.spec(*key))
         writer = StoreWriter.open(out / "store", {"key": "bench", "sources": [{"label": s.label, "split": s.split}
                                                                               for s in self.dataset.sources],
                                                   "feature_shape": [512]})
-        extract(self.dataset, config, self.weights, writer, log=lambda message: None, engine=self.engines[key])
+        extract(self.dataset, config, writer, executor=LocalExecutor(self.engines[key]))
 
     def jobs(self, scratch: Path) -> dict[str, callable]:
         def fresh():
@@ -245,8 +254,8 @@ def head_times(rows: int, scratch: Path) -> dict[str, dict]:
     sources = tuple(SourceFile(f"{i}.jpg", int(label), split, 0, 0)
                     for i, (label, split) in enumerate(zip(labels, splits)))
     dataset = Dataset(folder, tuple(str(c) for c in range(classes)), "splits", sources)
-    config, weights = ExtractConfig(shard_size=10000), Weights(path=None, identity="synthetic")
-    manifest = store_header(dataset, config, weights, store_key(dataset, config, weights))
+    config = ExtractConfig(backbone=BackboneSpec(weights=Weights(path=None, identity="synthetic")), shard_size=10000)
+    manifest = store_header(dataset, config, store_key(dataset, config))
     writer = StoreWriter.open(folder, manifest)
     for split, start, stop in (("train", 0, rows), ("validation", rows, rows + n_validation)):
         for number, first in enumerate(range(start, stop, 10000)):
@@ -449,7 +458,7 @@ def _machine() -> str:
 
 def _cpu() -> dict:
     """The CPU's model name, core count and the flags that decide the precision."""
-    from features.backbone import BF16_CPU_FLAGS, INT8_CPU_FLAGS, choose_precision, cpu_flags, engine_installed
+    from features.spec import BF16_CPU_FLAGS, INT8_CPU_FLAGS, choose_precision, cpu_flags
 
     flags = cpu_flags()
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -16,11 +16,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
-from features.backbone import MIN_IMAGE_SIZE, cpu_flags, feature_shape, native_precision, resolve_weights
-from features.engines import build_engine
+from features.engines import open_engine, view_features
 from features.errors import FeatureError
 from features.images import load_pixels
+from features.spec import BackboneSpec, Precision, cpu_flags, native_precision
 from features.store import FeatureStore
+from features.weights import resolve_weights
 
 LATEST_FILE = "LATEST"  # inside a cache folder: the key of the last store `features` finished
 
@@ -65,14 +66,16 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     ``transform`` takes image paths (decoded exactly as `features` decodes them) or an
     array of RGB images (n, height, width, 3), values 0-255, resized bilinearly to
     ``image_size``; it returns float32 features of shape (n, 512) pooled, or flattened
-    maps with ``pooling="none"``. With ``cache`` (a folder of feature stores), rows of
+    maps with ``pooling="none"`` (1024 with ``pooling="avgmax"``; 2 ``views`` average each
+    image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
     instead of recomputed. ``fit`` learns nothing; the engine is built on first use.
 
     Parameters
     ----------
     image_size : int, square input size in pixels (32-1024).
-    pooling : {"avg", "max", "none"}
+    pooling : {"avg", "max", "avgmax", "none"}
+    views : {1, 2}
     weights : str, "auto", "imagenet", "none" (random) or a weights file path.
     precision : {"auto", "fp32", "bf16"}, the convnet's arithmetic; auto: bf16 where the CPU
         has it natively, else fp32.
@@ -80,18 +83,19 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     cache : str or None, a folder of feature stores to read known files from.
     """
 
-    def __init__(self, image_size: int = 224, pooling: str = "avg", weights: str = "auto",
+    def __init__(self, image_size: int = 224, pooling: str = "avg", views: int = 1, weights: str = "auto",
                  precision: str = "auto", batch_size: int = 32, cache: str | None = None):
         self.image_size = image_size
         self.pooling = pooling
+        self.views = views
         self.weights = weights
         self.precision = precision
         self.batch_size = batch_size
         self.cache = cache
 
     def fit(self, X=None, y=None):
-        self._check_settings()
-        self.n_features_out_ = int(np.prod(feature_shape(self.image_size, self.pooling)))
+        self.spec_ = self._spec()
+        self.n_features_out_ = int(np.prod(self.spec_.feature_shape))
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -110,49 +114,42 @@ class VGG16Features(TransformerMixin, BaseEstimator):
             out[batch] = self._compute_pixels(pixels)
         return out
 
-    def _check_settings(self) -> None:
-        if not (isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= 1024):
-            raise FeatureError(f"image_size must be an int in [{MIN_IMAGE_SIZE}, 1024]. Received: {self.image_size!r}")
-        if self.pooling not in ("avg", "max", "none"):
-            raise FeatureError(f"pooling must be one of avg, max, none. Received: {self.pooling!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise FeatureError(f"precision must be one of auto, fp32, bf16. Received: {self.precision!r}")
-
-    def _resolved_precision(self) -> str:
-        return native_precision(cpu_flags()) if self.precision == "auto" else self.precision
-
-    def _weights(self):
-        """The resolved weights, once: resolving a file hashes it."""
+    def _spec(self) -> BackboneSpec:
+        """The backbone spec of these parameters (checked, weights resolved and hashed once)."""
+        if self.precision not in (Precision.AUTO, Precision.FP32, Precision.BF16):
+            raise FeatureError(f"`precision` must be one of auto, fp32, bf16. Received: {self.precision!r}")
+        precision = native_precision(cpu_flags()) if self.precision == Precision.AUTO else self.precision
         if getattr(self, "weights_", None) is None:
             self.weights_ = resolve_weights(self.weights)
-        return self.weights_
+        return BackboneSpec(weights=self.weights_, image_size=self.image_size, pooling=self.pooling,
+                            views=self.views, precision=precision, engine="keras", batch_size=self.batch_size)
 
     def _engine(self):
         if getattr(self, "engine_", None) is None:
-            self.engine_ = build_engine(self.image_size, self.pooling, self._weights(), 0,
-                                        self._resolved_precision(), "keras", self.batch_size)
+            self.engine_ = open_engine(self.spec_)
         return self.engine_
 
     def _compute_pixels(self, pixels: np.ndarray) -> np.ndarray:
         engine = self._engine()
-        rows = [engine(pixels[i:i + self.batch_size].astype(np.float32))
+        rows = [view_features(engine, pixels[i:i + self.batch_size].astype(np.float32), self.views)
                 for i in range(0, len(pixels), self.batch_size)]
         return np.concatenate(rows).reshape(len(pixels), -1).astype(np.float32)
 
     def _cached_rows(self, paths: list[Path]) -> dict[int, np.ndarray]:
         """Rows of ``paths`` held (pass 0) by finished stores in ``cache`` with these settings."""
         wanted = {str(path): i for i, path in enumerate(paths)}
-        identity = self._weights().identity
+        wanted_settings = {k: v for k, v in self.spec_.settings().items()
+                           if k in ("image_size", "pooling", "precision", "views")}
+        identity = self.spec_.weights.identity
         found = {}
         for manifest_path in sorted(Path(self.cache).expanduser().glob("*/manifest.json")):
             try:
                 store = FeatureStore(manifest_path.parent)
             except FeatureError:
                 continue  # an unfinished or damaged store is not a source of truth
-            config = store.manifest["config"]
-            if (config["image_size"], config["pooling"], config.get("precision"), config.get("views", 1),
-                    store.manifest["weights"]["identity"]) != (self.image_size, self.pooling,
-                                                               self._resolved_precision(), 1, identity):
+            config = {"views": 1, **store.manifest["config"]}
+            if ({k: config.get(k) for k in wanted_settings} != wanted_settings
+                    or store.manifest["weights"]["identity"] != identity):
                 continue
             root = Path(store.manifest["data_root"])
             for split in store.splits:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 
-import keras
 import numpy as np
 
 
@@ -37,6 +36,8 @@ class Augmenter:
     """
 
     def __init__(self, config: AugmentConfig):
+        import keras
+
         layers = keras.layers
         candidates = [
             (config.flip, lambda: layers.RandomFlip(config.flip)),
@@ -50,6 +51,8 @@ class Augmenter:
 
     def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
         """Shape (batch, height, width, 3) float32 in, same shape and range out."""
+        import keras
+
         x = keras.ops.convert_to_tensor(images, dtype="float32")
         for position, layer in enumerate(self.layers):
             transformation = layer.get_random_transformation(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,29 +30,26 @@ from pathlib import Path
 
 import numpy as np
 
-from features.backbone import Weights, file_sha256
 from features.dataset import Dataset
-from features.engines import to_openvino
+from features.engines import INT8_DIR, INT8_MODEL_FILE, int8_model_path
 from features.errors import FeatureError
 from features.images import load_pixels
+from features.spec import BackboneSpec
 from features.store import TEMPORARY_MARK, StoreWriter
+from features.weights import file_sha256
 
-INT8_DIR = "int8"
-MODEL_FILE = "vgg16-int8.xml"
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = INT8_MODEL_FILE
 MODEL_FILES = (MODEL_FILE, "vgg16-int8.bin")
 CACHE_DIR = "int8-models"  # inside the store cache: <cache>/int8-models/<id>/
 PROVENANCE_FILE = "calibration.json"
-CACHE_FORMAT = 1  # bumped when the way the cached model is made changes
-# Calibration images by default: the smallest count that held the accuracy guard on both
-# shared sets (docs/benchmarks.md, "Calibration size").
-DEFAULT_CALIBRATION_IMAGES = 64
+# Bumped when the way the cached model is made changes (2: the preprocessing is a layer of
+# the converted graph).
+CACHE_FORMAT = 2
 # Images per calibration batch: NNCF keeps every activation of a batch while it collects
 # statistics, so this sets calibration's peak memory (batch 32 at 224 px: 7.0 GB).
 CALIBRATION_BATCH = 4
-
-
-def int8_model_path(store_folder: Path) -> Path:
-    return Path(store_folder) / INT8_DIR / MODEL_FILE
 
 
 def calibration_sources(dataset: Dataset, count: int) -> list[int]:
@@ -80,15 +78,17 @@ def calibration_batches(dataset: Dataset, sources: list[int], image_size: int, b
     return [images[i:i + batch_size] for i in range(0, count, batch_size)]
 
 
-def quantize_int8(image_size: int, pooling: str, weights: Weights, seed: int, batches: list[np.ndarray]):
+def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = "none"):
     """The VGG16 base (with preprocessing) post-training quantized to int8 by NNCF on ``batches``.
 
     Weights per channel, activations per tensor, from the batches' statistics; the batch
-    size of the model is that of the batches. Stores quantize it with ``pooling="none"``.
+    size of the model is that of the batches. Stores quantize the maps (``pooling="none"``).
     """
     import nncf
 
-    model = to_openvino(image_size, pooling, weights, len(batches[0]), seed)
+    from features.engines.openvino_engine import to_openvino
+
+    model = to_openvino(spec, len(batches[0]), pooling)
     return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                          target_device=nncf.TargetDevice.CPU)
 
@@ -151,14 +151,16 @@ class CalibratedModel:
                 "calibration": self.provenance}
 
 
-def cache_id(weights: Weights, image_size: int, count: int, seed: int) -> str:
-    """The cache entry for these weights, image size and calibration count (random weights
-    are drawn from ``seed``, so it counts for them only). Not the data: any data calibrates."""
-    identity = {"format": CACHE_FORMAT, "weights": weights.identity, "image_size": image_size,
+def cache_id(spec: BackboneSpec) -> str:
+    """The cache entry for the spec's weights, image size and calibration count (random
+    weights are drawn from its seed, so it counts for them only). Not the data: any data
+    calibrates."""
+    size, count = spec.image_size, spec.calibration_images
+    identity = {"format": CACHE_FORMAT, "weights": spec.weights.identity, "image_size": size,
                 "precision": "int8", "calibration_images": count,
-                "seed": seed if weights.path is None else None}
+                "seed": spec.seed if spec.weights.path is None else None}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"vgg16-{image_size}px-int8-{count}-{digest}"
+    return f"vgg16-{size}px-int8-{count}-{digest}"
 
 
 def read_cached(folder: Path) -> CalibratedModel | None:
@@ -185,23 +187,22 @@ def _software() -> dict:
     return versions
 
 
-def calibrate(cache: Path, dataset: Dataset, weights: Weights, image_size: int, count: int, seed: int,
-              log=print) -> CalibratedModel:
-    """Quantize the base (no pooling) on ``count`` of ``dataset``'s training images and write it
-    into the cache atomically, replacing an earlier entry for the same id."""
+def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedModel:
+    """Quantize the base (no pooling) on the spec's count of ``dataset``'s training images and
+    write it into the cache atomically, replacing an earlier entry for the same id."""
     import gc
 
     import openvino as ov
 
     started = time.perf_counter()
-    sources = calibration_sources(dataset, count)
-    log(f"Calibrating int8 on {len(sources)} training images (once per weights and image size; "
-        "later stores reuse it)...")
-    batches = calibration_batches(dataset, sources, image_size, CALIBRATION_BATCH)
-    quantized = quantize_int8(image_size, "none", weights, seed, batches)
+    sources = calibration_sources(dataset, spec.calibration_images)
+    logger.info("Calibrating int8 on %d training images (once per weights and image size; "
+                "later stores reuse it)...", len(sources))
+    batches = calibration_batches(dataset, sources, spec.image_size, CALIBRATION_BATCH)
+    quantized = quantize_int8(spec, batches)
     del batches
     root = Path(cache) / CACHE_DIR
-    target = root / cache_id(weights, image_size, count, seed)
+    target = root / cache_id(spec)
     temporary = root / f".{target.name}{TEMPORARY_MARK}{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     try:
@@ -210,8 +211,8 @@ def calibrate(cache: Path, dataset: Dataset, weights: Weights, image_size: int, 
         gc.collect()
         sha256 = {name: file_sha256(temporary / name) for name in MODEL_FILES}
         provenance = {
-            "format": CACHE_FORMAT, "weights": weights.identity, "image_size": image_size,
-            "calibration_images": count, "batch": CALIBRATION_BATCH, "seed": seed,
+            "format": CACHE_FORMAT, "weights": spec.weights.identity, "image_size": spec.image_size,
+            "calibration_images": spec.calibration_images, "batch": CALIBRATION_BATCH, "seed": spec.seed,
             "data_root": str(Path(dataset.root).resolve()),
             "sources": [dataset.sources[i].path for i in sources],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -227,22 +228,21 @@ def calibrate(cache: Path, dataset: Dataset, weights: Weights, image_size: int, 
         shutil.rmtree(temporary, ignore_errors=True)
         raise FeatureError(f"Could not write the int8 model to {target}: {error.strerror or error}. "
                            "Free disk space, then rerun the same command.") from None
-    log(f"Calibrated int8 in {provenance['seconds']:.0f} s; cached in {target}.")
+    logger.info("Calibrated int8 in %.0f s; cached in %s.", provenance["seconds"], target)
     return CalibratedModel(target, sha256, provenance)
 
 
-def calibrated_model(cache: Path, dataset: Dataset, config, weights: Weights, recalibrate: bool = False,
-                     log=print) -> CalibratedModel:
-    """The cached int8 model for ``config``'s image size and calibration count on ``weights``,
+def calibrated_model(cache: Path, dataset: Dataset, spec: BackboneSpec, recalibrate: bool = False) -> CalibratedModel:
+    """The cached int8 model for the spec's weights, image size and calibration count,
     calibrated on ``dataset`` only when there is none yet or ``recalibrate`` asks for it."""
-    folder = Path(cache) / CACHE_DIR / cache_id(weights, config.image_size, config.calibration_images, config.seed)
+    folder = Path(cache) / CACHE_DIR / cache_id(spec)
     cached = None if recalibrate else read_cached(folder)
     if cached is not None:
-        log(f"int8: reusing the model calibrated on {len(cached.provenance['sources'])} images of "
-            f"{cached.provenance['data_root']} ({cached.provenance['date']}); --recalibrate to "
-            "calibrate on this data.")
+        logger.info("int8: reusing the model calibrated on %d images of %s (%s); `recalibrate` to "
+                    "calibrate on this data.", len(cached.provenance["sources"]),
+                    cached.provenance["data_root"], cached.provenance["date"])
         return cached
-    return calibrate(cache, dataset, weights, config.image_size, config.calibration_images, config.seed, log)
+    return calibrate(cache, dataset, spec)
 
 
 def install_int8_model(writer: StoreWriter, model: CalibratedModel) -> Path:
@@ -271,7 +271,7 @@ def install_int8_model(writer: StoreWriter, model: CalibratedModel) -> Path:
     return int8_model_path(writer.folder)
 
 
-def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, log=print) -> Path:
+def ensure_int8_model(writer: StoreWriter, dataset: Dataset, spec: BackboneSpec) -> Path:
     """The store's calibrated int8 model: its own copy when sound, else the cache entry its
     manifest names, linked in again; a store that names none gets the cached (or a newly
     calibrated) model recorded."""
@@ -286,7 +286,7 @@ def ensure_int8_model(writer: StoreWriter, dataset: Dataset, config, weights, lo
                                f"the cache in {cache / CACHE_DIR} no longer holds it. Delete the store "
                                "folder and rerun `features`.")
         return install_int8_model(writer, cached)
-    model = calibrated_model(cache, dataset, config, weights, log=log)
+    model = calibrated_model(cache, dataset, spec)
     writer.manifest["int8"] = model.record()
     writer.save_manifest()
     return install_int8_model(writer, model)

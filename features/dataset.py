@@ -29,10 +29,10 @@ from pathlib import Path
 
 from features.errors import FeatureError
 from features.images import file_kind, open_regular
+from features.spec import Layout
 
 ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 SPLITS = ("train", "validation", "test")
-LAYOUTS = ("auto", "flat", "split")
 SPLIT_FOLDER_NAMES = {
     "train": "train", "training": "train",
     "val": "validation", "valid": "validation", "validation": "validation", "dev": "validation",
@@ -142,7 +142,7 @@ def _list_folder(folder: Path, root: Path) -> tuple[list[str], list[tuple[str, s
         entries = _entries(folder)
     except OSError as error:
         raise FeatureError(f"Cannot read the folder {shown(folder)} ({_reason(error)}). "
-                           "Make it readable or pass another --data.") from None
+                           "Make it readable or pass another `data`.") from None
     folders, loose = [], []
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
@@ -250,15 +250,14 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
 def _check_arguments(root: Path, val_fraction: float, layout: str) -> None:
     if not root.is_dir():
         raise FeatureError(
-            f"Data folder not found: {shown(root)}. Pass --data with a folder laid out as "
+            f"Data folder not found: {shown(root)}. Pass `data` with a folder laid out as "
             "root/<class>/*.jpg."
         )
     if not 0.0 < val_fraction < 1.0:
         raise FeatureError(
-            f"--val-fraction must be between 0 and 1 (exclusive). Received: {val_fraction}"
+            f"`val_fraction` must be between 0 and 1 (exclusive). Received: {val_fraction}"
         )
-    if layout not in LAYOUTS:
-        raise FeatureError(f"--layout must be one of {', '.join(LAYOUTS)}. Received: {layout}")
+    Layout.parse(layout, "layout")
 
 
 def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
@@ -272,7 +271,7 @@ def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
         raise FeatureError(
             f"{shown(root)} mixes split folders ({', '.join(map(shown, split_named))}) with other "
             f"folders ({', '.join(map(shown, others))}). Move the other folders into a split "
-            "folder or out of it, or pass --layout flat to read every folder as a class.")
+            "folder or out of it, or pass `layout` flat to read every folder as a class.")
     return _split_plan(root, _split_folders(root, names), val_fraction, loose)
 
 
@@ -291,7 +290,7 @@ def _split_folders(root: Path, names: list[str]) -> dict[str, str]:
     if "train" not in by_split:
         raise FeatureError(
             f"No training split folder (train/ or training/) in {shown(root)}; found: "
-            f"{', '.join(map(shown, names)) or 'no folders'}. Add one, or pass --layout flat to "
+            f"{', '.join(map(shown, names)) or 'no folders'}. Add one, or pass `layout` flat to "
             "read every folder as a class.")
     return {split_name: by_split[split_name][0] for split_name in SPLITS if split_name in by_split}
 
@@ -394,5 +393,5 @@ def _check_splits(dataset: Dataset) -> None:
     if not dataset.indices("validation"):
         raise FeatureError(
             f"No validation images in {shown(dataset.root)}. Add a validation/ folder or raise "
-            "--val-fraction."
+            "`val_fraction`."
         )

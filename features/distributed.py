@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from features.augment import Augmenter
-from features.backbone import Weights, build_backbone
-from features.calibration import ensure_int8_model, int8_model_path
+from features.calibration import ensure_int8_model
 from features.dataset import Dataset
-from features.engines import build_engine
+from features.engines import int8_model_path, open_engine
 from features.errors import FeatureError
-from features.extract import ExtractConfig, ExtractResult, _check_usable, compute_shard, plan_shards
+from features.extract import ExtractConfig, compute_shard
 from features.store import MANIFEST, TEMPORARY_MARK, Shard, StoreWriter, remove_leftovers, write_shard_files
 from features.verify import dataset_from_manifest
+from features.weights import Weights
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("local", "dask")
 INSTALL_DASK = "pip install '.[dask]' (or pass BACKEND=dask to make)"
@@ -35,20 +38,20 @@ CONNECT_TIMEOUT = 30  # seconds to reach a scheduler, and for its first worker t
 CHECK_TIMEOUT = 60  # seconds for every worker to confirm it can see the store
 CORES_PER_WORKER = 2  # a LocalCluster runs one worker process per this many cores
 SAME_PATHS = ("Workers must see the store, the data and the weights at the same paths as this "
-              "client: put --cache (and the data) on a filesystem they all share.")
+              "client: put `cache` (and the data) on a filesystem they all share.")
 
 
 def check_backend(backend: str, scheduler: str | None) -> None:
     """Fail early on an unknown backend, a scheduler without Dask, or Dask not installed."""
     if backend not in BACKENDS:
-        raise FeatureError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {backend}")
+        raise FeatureError(f"`backend` must be one of {', '.join(BACKENDS)}. Received: {backend}")
     if scheduler and backend != "dask":
-        raise FeatureError(f"--scheduler needs --backend dask. Received: --backend {backend}")
+        raise FeatureError(f"`scheduler` needs `backend` dask. Received: `backend` {backend}")
     if backend == "dask":
         try:
             import distributed  # noqa: F401
         except ImportError:
-            raise FeatureError(f"--backend dask needs Dask, which is not installed: {INSTALL_DASK}.") from None
+            raise FeatureError(f"`backend` dask needs Dask, which is not installed: {INSTALL_DASK}.") from None
 
 
 @contextmanager
@@ -72,7 +75,7 @@ def dask_client(scheduler: str | None):
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, ValueError) as error:
         raise FeatureError(f"Could not reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT}s "
-                           f"({error}). Start one with `dask scheduler`, or fix --scheduler.") from None
+                           f"({error}). Start one with `dask scheduler`, or fix `scheduler`.") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
@@ -100,54 +103,57 @@ class Job:
 
     folder: str  # the store folder, absolute
     key: str
-    config: ExtractConfig
-    weights: Weights
-    int8_model: str | None = None
+    config: ExtractConfig  # its backbone's weights are a file every worker can read
+
+    @property
+    def int8_model(self) -> str | None:
+        return str(int8_model_path(self.folder)) if self.config.backbone.precision == "int8" else None
 
 
-def extract_on_dask(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: StoreWriter,
-                    scheduler: str | None = None, on_images: Callable[[int], None] = lambda n: None,
-                    log=print) -> ExtractResult:
-    """``extract`` with each missing shard computed by a Dask worker; the store comes out the same.
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Computes each missing shard on a Dask worker; the store comes out the same as a local run's.
 
-    ``scheduler`` is a ``tcp://host:port`` address, or None for a LocalCluster on this
-    machine. ``on_images(n)`` is called as each shard of ``n`` images is done.
+    ``scheduler`` is a ``tcp://host:port`` address, or None for a LocalCluster on this machine.
     """
-    plan = plan_shards(dataset, config.passes, config.shard_size)
-    todo = [shard for shard in plan if shard.name not in writer.done()]
-    if todo:
+
+    scheduler: str | None = None
+
+    def run(self, dataset: Dataset, config: ExtractConfig, writer: StoreWriter, todo: list[Shard],
+            on_images: Callable[[int], None]) -> None:
         folder = writer.folder.absolute()
-        int8_model = ensure_int8_model(writer, dataset, config, weights, log) if config.precision == "int8" else None
-        with dask_client(scheduler) as client, _weights_for_workers(folder, config, weights) as shared_weights:
-            job = Job(str(folder), writer.manifest["key"], config, shared_weights,
-                      str(int8_model_path(folder)) if int8_model else None)
+        if config.backbone.precision == "int8":
+            ensure_int8_model(writer, dataset, config.backbone)
+        with dask_client(self.scheduler) as client, _weights_for_workers(folder, config) as shared:
+            job = Job(str(folder), writer.manifest["key"], shared)
             _check_workers(client, job)
-            log(f"Extracting {len(todo)} shard(s) on {len(client.nthreads())} Dask "
-                f"worker(s) at {client.scheduler.address}.")
+            logger.info("Extracting %d shard(s) on %d Dask worker(s) at %s.", len(todo),
+                        len(client.nthreads()), client.scheduler.address)
             _run_shards(client, job, todo, writer, on_images)
         remove_leftovers(writer.folder)  # from workers killed mid-write
-    _check_usable(dataset, writer.manifest, config.max_bad)
-    writer.finish()
-    return ExtractResult(len(todo), len(plan) - len(todo))
 
 
 @contextmanager
-def _weights_for_workers(folder: Path, config: ExtractConfig, weights: Weights):
-    """``weights`` as the workers should load them.
+def _weights_for_workers(folder: Path, config: ExtractConfig):
+    """``config`` with weights that the workers can load.
 
     Random weights are drawn here, once, exactly as a local run draws them, and saved in
     the store folder while the run lasts: drawn in a worker they would not repeat, since
     Keras seeds its initializers from Python's global random numbers, which Dask's own
     threads in the worker draw from at any moment.
     """
-    if weights.path is not None:
-        yield weights
+    spec = config.backbone
+    if spec.weights.path is not None:
+        yield config
         return
+    from features.backbone import build_backbone
+
     path = folder / f".random-weights{TEMPORARY_MARK}{os.getpid()}.weights.h5"
-    precision = config.precision if config.engine == "keras" else "fp32"
-    build_backbone(config.image_size, config.pooling, weights, config.seed, precision).save_weights(path)
+    precision = spec.precision if spec.engine == "keras" else "fp32"
+    build_backbone(spec, precision).get_layer("vgg16").save_weights(path)
     try:
-        yield Weights(str(path), weights.identity, weights.warning)
+        shared = Weights(str(path), spec.weights.identity, spec.weights.warning)
+        yield replace(config, backbone=replace(spec, weights=shared))
     finally:
         path.unlink(missing_ok=True)
 
@@ -236,10 +242,8 @@ def _prepare(job: Job) -> tuple:
                 raise FeatureError(f"Dask worker {socket.gethostname()} cannot work on this store: "
                                    f"{problem}. {SAME_PATHS}")
             dataset, manifest = _read_store(job.folder, job.key)
-            config = job.config
-            engine = build_engine(config.image_size, config.pooling, job.weights, config.seed,
-                                  config.precision, config.engine, config.batch_size, job.int8_model)
-            _prepared.update(job=job, state=(dataset, manifest, engine, Augmenter(config.augment)))
+            engine = open_engine(job.config.backbone, job.folder)
+            _prepared.update(job=job, state=(dataset, manifest, engine, Augmenter(job.config.augment)))
         return _prepared["state"]
 
 
@@ -268,7 +272,7 @@ def worker_problem(job: Job) -> str | None:
     except OSError as error:
         return f"cannot write in {job.folder} ({error.strerror or error})"
     first_image = dataset.root / dataset.sources[0].path
-    for path in (first_image, job.weights.path, job.int8_model):
+    for path in (first_image, job.config.weights.path, job.int8_model):
         if path and not os.access(path, os.R_OK):
             return f"cannot read {path}"
     return None

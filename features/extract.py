@@ -5,47 +5,45 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from features.augment import AugmentConfig, Augmenter, batch_seed
-from features.backbone import Weights, feature_shape
 from features.calibration import ensure_int8_model
 from features.dataset import Dataset
-from features.engines import build_engine
+from features.engines import Engine, open_engine, view_features
 from features.errors import FeatureError
 from features.images import describe_error, load_pixels
+from features.spec import BackboneSpec, Dtype
 from features.store import Shard, StoreWriter
 
-DTYPES = ("float32", "float16")
 DECODE_BATCHES = 8  # batches decoded together before the engine runs on them
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Everything about an extraction except the data and the weights."""
+    """Everything about an extraction except the data: the backbone spec (which holds the
+    weights) and how the store is laid out and checked."""
 
-    image_size: int = 224
-    pooling: str = "avg"
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
     passes: int = 0
-    views: int = 1  # 1: the image; 2: the image and its horizontal mirror, features averaged
     shard_size: int = 1024
-    batch_size: int = 32
     dtype: str = "float32"
-    precision: str = "fp32"  # arithmetic of the convnet: fp32, bf16 or int8 (resolved, never "auto")
-    engine: str = "keras"  # what runs it: keras or openvino (resolved, never "auto")
-    calibration_images: int = 300  # int8 only: training images the quantization is calibrated on
-    seed: int = 0
     max_bad: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
-        if self.views not in (1, 2):
-            raise FeatureError(f"--views must be 1 or 2. Received: {self.views}")
+        object.__setattr__(self, "dtype", Dtype.parse(self.dtype, "dtype").value)
+
+    @property
+    def weights(self):
+        return self.backbone.weights
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The manifest's ``config``: the backbone's settings and the store's, in one flat dict."""
+        return {**self.backbone.settings(), "passes": self.passes, "shard_size": self.shard_size,
+                "dtype": self.dtype, "max_bad": self.max_bad, "augment": asdict(self.augment)}
 
 
 @dataclass
@@ -88,36 +86,53 @@ class ShardRows:
     skipped: dict[str, str]
 
 
-def make_engine(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: StoreWriter, log=print):
-    """The engine for ``config``; for int8, calibrated first unless the store already holds the model."""
-    int8_model = ensure_int8_model(writer, dataset, config, weights, log) if config.precision == "int8" else None
-    return build_engine(config.image_size, config.pooling, weights, config.seed, config.precision,
-                        config.engine, config.batch_size, int8_model)
+def store_engine(dataset: Dataset, spec: BackboneSpec, writer: StoreWriter) -> Engine:
+    """The engine for a store; for int8, its calibrated model (re)installed first."""
+    if spec.precision == "int8":
+        ensure_int8_model(writer, dataset, spec)
+    return open_engine(spec, writer.folder)
 
 
-def extract(dataset: Dataset, config: ExtractConfig, weights: Weights, writer: StoreWriter,
-            on_images: Callable[[int], None] = lambda n: None, log=print, engine=None) -> ExtractResult:
-    """Compute every shard that ``writer``'s store still lacks, then mark it complete.
+class Executor(Protocol):
+    """Computes the given shards of a store and records each in ``writer`` (in plan order)."""
 
-    ``on_images(n)`` is called as each batch of ``n`` images is done (for progress).
-    ``engine`` (from ``make_engine``) is built here when not given.
-    """
-    if config.dtype not in DTYPES:
-        raise FeatureError(f"--dtype must be one of {', '.join(DTYPES)}. Received: {config.dtype}")
-    plan = plan_shards(dataset, config.passes, config.shard_size)
-    todo = [shard for shard in plan if shard.name not in writer.done()]
-    if todo:
-        engine = engine or make_engine(dataset, config, weights, writer, log)
+    def run(self, dataset: Dataset, config: ExtractConfig, writer: StoreWriter, todo: list[Shard],
+            on_images: Callable[[int], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Computes the shards in this process, one after another, with one engine."""
+
+    engine: Engine | None = None  # built for the store when not given
+
+    def run(self, dataset: Dataset, config: ExtractConfig, writer: StoreWriter, todo: list[Shard],
+            on_images: Callable[[int], None]) -> None:
+        engine = self.engine or store_engine(dataset, config.backbone, writer)
         augmenter = Augmenter(config.augment)
         for shard in todo:
             rows = compute_shard(dataset, shard, engine, augmenter, config, on_images)
             writer.write_shard(shard, rows.features, rows.labels, rows.sources, rows.skipped)
+
+
+def extract(dataset: Dataset, config: ExtractConfig, writer: StoreWriter,
+            on_images: Callable[[int], None] = lambda n: None, executor: Executor | None = None) -> ExtractResult:
+    """Compute every shard that ``writer``'s store still lacks, then mark it complete.
+
+    ``executor`` computes them (``LocalExecutor()`` when not given; ``DaskExecutor`` on a
+    cluster); planning, the checks and completion are the same for every executor.
+    ``on_images(n)`` is called as each batch of ``n`` images is done (for progress).
+    """
+    plan = plan_shards(dataset, config.passes, config.shard_size)
+    todo = [shard for shard in plan if shard.name not in writer.done()]
+    if todo:
+        (executor or LocalExecutor()).run(dataset, config, writer, todo, on_images)
     _check_usable(dataset, writer.manifest, config.max_bad)
     writer.finish()
     return ExtractResult(len(todo), len(plan) - len(todo))
 
 
-def compute_shard(dataset: Dataset, shard: Shard, engine, augmenter: Augmenter, config: ExtractConfig,
+def compute_shard(dataset: Dataset, shard: Shard, engine: Engine, augmenter: Augmenter, config: ExtractConfig,
                   on_images: Callable[[int], None] = lambda n: None) -> ShardRows:
     """Features of one shard's sources, with the files that could not be read.
 
@@ -125,13 +140,14 @@ def compute_shard(dataset: Dataset, shard: Shard, engine, augmenter: Augmenter, 
     the engine: the two take turns rather than overlap, because a decoder competing for the
     cores slowed OpenVINO by a third here, more than decoding costs on its own.
     """
+    spec = config.backbone
     features, sources, skipped = [], [], {}
-    batches = [shard.sources[i:i + config.batch_size]
-               for i in range(0, len(shard.sources), config.batch_size)]
+    batches = [shard.sources[i:i + spec.batch_size]
+               for i in range(0, len(shard.sources), spec.batch_size)]
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for first in range(0, len(batches), DECODE_BATCHES):
             chunk = batches[first:first + DECODE_BATCHES]
-            decoded = iter(decode_sources(dataset, [i for batch in chunk for i in batch], config.image_size, pool))
+            decoded = iter(decode_sources(dataset, [i for batch in chunk for i in batch], spec.image_size, pool))
             for batch_number, batch in enumerate(chunk, start=first):
                 pixels = [next(decoded) for _ in batch]
                 good = [i for i, (image, _) in enumerate(pixels) if image is not None]
@@ -140,16 +156,12 @@ def compute_shard(dataset: Dataset, shard: Shard, engine, augmenter: Augmenter, 
                 if good:
                     images = np.stack([pixels[i][0] for i in good]).astype(np.float32)
                     if shard.pass_index > 0:
-                        images = augmenter(images, batch_seed(config.seed, shard.pass_index, shard.number,
+                        images = augmenter(images, batch_seed(spec.seed, shard.pass_index, shard.number,
                                                               batch_number))
-                    batch_features = engine(images)
-                    if config.views == 2:  # and the horizontal mirror, features averaged
-                        batch_features = (batch_features + engine(np.ascontiguousarray(images[:, :, ::-1]))) / 2
-                    features.append(batch_features)
+                    features.append(view_features(engine, images, spec.views))
                     sources += [batch[i] for i in good]
                 on_images(len(batch))
-    shape = feature_shape(config.image_size, config.pooling)
-    rows = np.concatenate(features) if features else np.zeros((0, *shape), np.float32)
+    rows = np.concatenate(features) if features else np.zeros((0, *spec.feature_shape), np.float32)
     source_array = np.asarray(sources, dtype=np.int64)
     labels = np.asarray([dataset.sources[i].label for i in sources], dtype=np.int32)
     return ShardRows(rows.astype(config.dtype), labels, source_array, skipped)
@@ -162,8 +174,8 @@ def _check_usable(dataset: Dataset, manifest: dict, max_bad: float) -> None:
     if skipped and len(skipped) > max_bad * n_files:
         raise FeatureError(
             f"{len(skipped)} of {n_files} images could not be read (more than "
-            f"--max-bad {max_bad:.0%}); first: {skipped[0]['path']} ({skipped[0]['reason']}). "
-            "Fix or remove them, or raise --max-bad."
+            f"`max_bad` {max_bad:.0%}); first: {skipped[0]['path']} ({skipped[0]['reason']}). "
+            "Fix or remove them, or raise `max_bad`."
         )
     bad = {entry["path"] for entry in skipped}
     for split in dataset.splits():

@@ -20,19 +20,18 @@ import io
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from features.backbone import file_sha256
+from features.weights import file_sha256
 from features.errors import FeatureError
 from features.keys import manifest_key
 
 MANIFEST = "manifest.json"
 ARRAYS = ("features", "labels", "sources")
-STORE_FIX = "Free disk space or pass --cache with a writable folder, then rerun the same command to resume."
+STORE_FIX = "Free disk space or pass `cache` with a writable folder, then rerun the same command to resume."
 RECOMPUTE = "Run `features` again with the same options to recompute it."
 # Top-level manifest fields every reader relies on, with their JSON types.
 FIELDS = {"key": str, "config": dict, "data_root": str, "layout": str, "class_names": list,
@@ -51,13 +50,10 @@ def make_store_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FeatureError(f"Cannot create the store folder {folder}: {error.strerror}. "
-                           "Pass --cache with a writable folder.") from None
+                           "Pass `cache` with a writable folder.") from None
 
 
 TEMPORARY_MARK = ".tmp-"
-# Fault injection for the crash tests: seconds to pause halfway through writing each
-# temporary file, so a test can SIGKILL the process while a truncated file exists.
-WRITE_PAUSE_ENV = "BOTTLENECK_TEST_WRITE_PAUSE"
 
 
 def remove_leftovers(folder: Path) -> None:
@@ -80,12 +76,7 @@ def atomic_write_bytes(path: Path, payload: bytes, fix: str = STORE_FIX) -> None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            half = len(payload) // 2
-            handle.write(payload[:half])
-            if os.environ.get(WRITE_PAUSE_ENV):
-                handle.flush()
-                time.sleep(float(os.environ[WRITE_PAUSE_ENV]))
-            handle.write(payload[half:])
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -15,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from features.spec import (DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Dtype, EngineName, Layout,
+                           Pooling, Precision)
 from pipeline import config
 from pipeline.display import printable
 
@@ -62,36 +66,6 @@ SearchBackendOption = Annotated[Backend, typer.Option(
          "or dask (a Dask cluster, see --scheduler; the optional extra: pip install '.[dask]').")]
 
 
-class Pooling(str, Enum):
-    none = "none"
-    avg = "avg"
-    max = "max"
-
-
-class Dtype(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    int8 = "int8"
-    auto = "auto"
-
-
-class Engine(str, Enum):
-    auto = "auto"
-    keras = "keras"
-    openvino = "openvino"
-
-
-class Layout(str, Enum):
-    auto = "auto"
-    flat = "flat"
-    split = "split"
-
-
 class OutputFormat(str, Enum):
     text = "text"
     csv = "csv"
@@ -132,10 +106,11 @@ def user_errors(command):
         import_tensorflow_quietly()
         from features import FeatureError
         from heads import HeadError
+        show_library_logs()
         try:
             return command(*args, **kwargs)
         except (FeatureError, HeadError) as error:
-            fail(str(error))
+            fail(as_options(str(error)))
         except OSError as error:
             where = f" ({error.filename})" if error.filename else ""
             fail(f"{error.strerror or error}{where}.")
@@ -158,6 +133,45 @@ def _save_traceback() -> str:
 
 def say(message: str) -> None:
     typer.echo(printable(message), err=True)
+
+
+PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+@functools.cache
+def option_names() -> frozenset[str]:
+    """Every ``--option`` of every command, as ``--name``."""
+    group = typer.main.get_command(app)
+    return frozenset(option for command in group.commands.values() for param in command.params
+                     for option in param.opts if option.startswith("--"))
+
+
+def as_options(message: str) -> str:
+    """A library message in CLI terms: each `parameter` it names that is an option of some
+    command becomes ``--parameter``; other quoted words (`features`, a command) stay."""
+    def option(match: re.Match) -> str:
+        name = "--" + match.group(1).replace("_", "-")
+        return name if name in option_names() else match.group(0)
+
+    return PARAMETER.sub(option, message)
+
+
+class _SayHandler(logging.Handler):
+    """Library log records as the CLI's own lines on stderr (warnings prefixed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = as_options(record.getMessage())
+        say(f"warning: {message}" if record.levelno >= logging.WARNING else message)
+
+
+def show_library_logs() -> None:
+    """Show the packages' INFO messages (progress of stages, choices made) on stderr, once."""
+    for name in ("features", "heads", "pipeline"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _SayHandler) for handler in logger.handlers):
+            logger.addHandler(_SayHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def warn_if_stale(feature_store) -> None:
@@ -202,12 +216,13 @@ def features(
         callback=expand_path)] = None,
     layout: Annotated[Layout, typer.Option(
         help="How --data is laid out: auto (split folders when every subfolder is a split name, "
-             "class folders when none is), flat (every subfolder is a class), split.")] = Layout.auto,
+             "class folders when none is), flat (every subfolder is a class), split.")] = Layout.AUTO,
     image_size: Annotated[Optional[int], typer.Option(
-        help=f"Square input size in pixels, {config.MIN_IMAGE_SIZE}-{config.MAX_IMAGE_SIZE}. "
-             f"Default {config.DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
+        help=f"Square input size in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE}. "
+             f"Default {DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
     pooling: Annotated[Pooling, typer.Option(
-        help="avg/max: 512 floats per image; none: the whole map (7x7x512 at 224).")] = Pooling.avg,
+        help="avg/max: 512 floats per image; avgmax: both, 1,024 floats; none: the whole map "
+             "(7x7x512 at 224).")] = Pooling.AVG,
     weights: Annotated[str, typer.Option(
         help="auto ($VGG16_WEIGHTS, else the ImageNet download; random weights only for the "
              "built-in demo), imagenet, none (random, on purpose), or a weights file path.")
@@ -221,15 +236,15 @@ def features(
              "path), or for split folders without a validation folder.")] = 0.2,
     shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = 1024,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
-    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.float32,
+    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.FLOAT32,
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
              "int8 (about 4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
              "image size, cached for later stores); auto: int8 where the CPU has VNNI or AMX and "
-             "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.auto,
-    engine: Annotated[Engine, typer.Option(
+             "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
+    engine: Annotated[EngineName, typer.Option(
         help="What runs the convnet: keras, openvino (the optional fast extra: "
-             "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = Engine.auto,
+             "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = EngineName.AUTO,
     calibration_images: Annotated[Optional[int], typer.Option(
         min=1, help="int8 only: training images the quantization is calibrated on "
                     "(default 64).")] = None,
@@ -244,15 +259,12 @@ def features(
     cache: CacheOption = config.CACHE_DIR,
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
-    from features import ExtractConfig, resolve_weights, scan_dataset
-    from features.backbone import explain_precision
-    from features.calibration import DEFAULT_CALIBRATION_IMAGES
-    from features.engines import resolve_engine
+    from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
 
     if image_size is not None:
-        check_range("--image-size", image_size, config.MIN_IMAGE_SIZE, config.MAX_IMAGE_SIZE)
+        check_range("--image-size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     check_range("--max-bad", max_bad, 0, 1)
     check_range("--val-fraction", val_fraction, 0, 1, low_open=True, high_open=True)
     demo = data is None
@@ -264,20 +276,17 @@ def features(
     dataset = scan_dataset(data, val_fraction, layout=layout.value)
     for warning in dataset.warnings:
         say(f"warning: {warning}")
-    arithmetic, why = explain_precision(precision.value)
-    if why:
-        say(f"precision auto -> {arithmetic}: {why}")
-    # calibration_images shapes int8 features only; other stores keep the recorded default (and key)
-    calibration = (calibration_images or DEFAULT_CALIBRATION_IMAGES) if arithmetic == "int8" else \
-        ExtractConfig.calibration_images
-    settings = ExtractConfig(
-        image_size=image_size or config.DEFAULT_IMAGE_SIZE, pooling=pooling.value, passes=passes, views=views,
-        shard_size=shard_size, batch_size=batch_size, dtype=dtype.value, precision=arithmetic,
-        engine=resolve_engine(engine.value, arithmetic), calibration_images=calibration,
-        seed=seed, max_bad=max_bad)
+    spec = BackboneSpec.resolve(
+        precision=precision.value, engine=engine.value, calibration_images=calibration_images,
+        weights=weights_found, image_size=image_size or DEFAULT_IMAGE_SIZE, pooling=pooling.value,
+        views=views, seed=seed, batch_size=batch_size)
+    if spec.reason:
+        say(f"precision auto -> {spec.precision}: {spec.reason}")
+    settings = ExtractConfig(backbone=spec, passes=passes, shard_size=shard_size, dtype=dtype.value,
+                             max_bad=max_bad)
     try:
-        store = build_store(dataset, settings, weights_found, cache, log=say, backend=backend.value,
-                            scheduler=scheduler, recalibrate=recalibrate)
+        store = build_store(dataset, settings, cache, backend=backend.value, scheduler=scheduler,
+                            recalibrate=recalibrate)
     except KeyboardInterrupt:
         say("Interrupted: every finished shard is saved. Run the same command again to resume.")
         raise typer.Exit(code=130) from None

@@ -6,9 +6,6 @@ CACHE_DIR = Path("cache")
 RUNS_DIR = Path("runs")
 DEMO_DIR = Path("data") / "digits"
 
-DEFAULT_IMAGE_SIZE = 224
-MIN_IMAGE_SIZE = 32  # VGG16's five poolings need 32 px
-MAX_IMAGE_SIZE = 1024  # one 32-image batch at 1024 px already needs about 9 GB of activations
 DEMO_IMAGE_SIZE = 32
 DEFAULT_WEIGHTS = "auto"
 

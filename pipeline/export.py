@@ -6,7 +6,8 @@ a ``.keras`` file with its ``.classes.json`` beside it); the new export is writt
 temporary name first and swapped in whole.
 
 - dense: one Keras model, raw RGB images (0-255, any size) in, class probabilities out:
-  Resizing -> VGG16 preprocessing (as a fixed 1x1 convolution) -> VGG16 base -> head.
+  Resizing -> the backbone model (VGG16 preprocessing as a fixed 1x1 convolution, then the
+  base: the very model `features` runs) -> head.
   The base runs in the store's precision, float32 for an int8 store (Keras has no int8 VGG16).
   A ``<name>.classes.json`` beside it lists the class names in output order.
 - scikit-learn heads: a folder, ``export.json`` (backbone settings, weights, class names,
@@ -25,7 +26,7 @@ import keras
 import numpy as np
 
 from features import FeatureStore, build_backbone
-from features.calibration import INT8_DIR, MODEL_FILE, int8_problems, model_hashes
+from features.calibration import INT8_DIR, int8_problems, model_hashes
 from features.store import atomic_write_bytes
 from heads import DenseHead, HeadError, LogRegHead, head_class
 from pipeline.predict import Predictor, backbone_settings, recorded_weights
@@ -33,18 +34,6 @@ from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import write_json
 
 EXPORT_FILE = "export.json"
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # what vgg16.preprocess_input subtracts
-
-
-def vgg16_preprocessing_layer() -> keras.layers.Conv2D:
-    """``vgg16.preprocess_input`` (RGB->BGR, minus the ImageNet mean) as a fixed 1x1 conv."""
-    layer = keras.layers.Conv2D(3, 1, name="vgg16_preprocess", trainable=False)
-    layer.build((None, None, None, 3))
-    swap = np.zeros((1, 1, 3, 3), np.float32)
-    for rgb, bgr in ((0, 2), (1, 1), (2, 0)):
-        swap[0, 0, rgb, bgr] = 1.0
-    layer.set_weights([swap, -np.asarray(IMAGENET_BGR_MEAN, np.float32)])
-    return layer
 
 
 def horizontal_flip(width: int) -> keras.Sequential:
@@ -121,8 +110,8 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
         "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
         "model_sha256": hash_folder(temporary / MODEL_DIR),
     }
-    if predictor.int8_model:  # the calibrated base travels with the head
-        shutil.copytree(predictor.int8_model.parent, temporary / INT8_DIR)
+    if predictor.int8_folder:  # the calibrated base travels with the head
+        shutil.copytree(predictor.int8_folder / INT8_DIR, temporary / INT8_DIR)
         info["int8_sha256"] = model_hashes(temporary / INT8_DIR)
     write_json(temporary / EXPORT_FILE, info)
     _swap_in(temporary, out)
@@ -161,17 +150,15 @@ def classes_file(model_file: Path) -> Path:
 
 
 def _export_keras(predictor: Predictor, out: Path, weights_override: str | None) -> Path:
-    size = predictor.backbone["image_size"]
-    precision = "fp32" if predictor.backbone["precision"] == "int8" else predictor.backbone["precision"]
-    base = build_backbone(size, predictor.backbone["pooling"], recorded_weights(predictor.weights, weights_override),
-                          predictor.backbone["seed"], precision)
+    spec = predictor.spec(recorded_weights(predictor.weights, weights_override))
+    size = spec.image_size
+    backbone = build_backbone(spec, precision="fp32" if spec.precision == "int8" else spec.precision)
     images = keras.Input(shape=(None, None, 3), name="rgb_0_255")
     x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
-    x = vgg16_preprocessing_layer()(x)
-    if predictor.backbone["views"] == 2:  # the store averaged each image's and its mirror's features
-        x = keras.layers.Average(name="average_views")([base(x), base(horizontal_flip(size)(x))])
+    if spec.views == 2:  # the store averaged each image's and its mirror's features
+        x = keras.layers.Average(name="average_views")([backbone(x), backbone(horizontal_flip(size)(x))])
     else:
-        x = base(x)
+        x = backbone(x)
     if predictor.dtype == "float16":  # the head was fitted on features stored in float16
         x = keras.layers.Activation("linear", dtype="float16")(x)
     probabilities = head_layers(predictor.head)(x)
@@ -195,12 +182,12 @@ def load_export(folder: Path) -> Predictor:
     if hash_folder(folder / MODEL_DIR) != info["model_sha256"]:
         raise HeadError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
                         "export it again.")
-    int8_model = None
+    int8_folder = None
     if "int8_sha256" in info:
         problems = int8_problems(folder, info["int8_sha256"])
         if problems:
             raise HeadError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
-        int8_model = folder / INT8_DIR / MODEL_FILE
+        int8_folder = folder
     head = head_class(info["head"]).load(folder / MODEL_DIR)
     return Predictor(backbone_settings(info["backbone"]), info["dtype"], info["weights"],
-                     info["class_names"], head, int8_model)
+                     info["class_names"], head, int8_folder)

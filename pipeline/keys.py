@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from features import Dataset, ExtractConfig, Weights
+from features import Dataset, ExtractConfig
 from features.keys import content_key
 
 
-def store_key(dataset: Dataset, config: ExtractConfig, weights: Weights, int8_identity: str | None = None) -> str:
+def store_key(dataset: Dataset, config: ExtractConfig, int8_identity: str | None = None) -> str:
     """16 hex digits of sha256 over backbone, weights, settings, file list and split (and, for
     int8, the calibrated model's identity)."""
-    return content_key(config.to_dict(), weights.identity, dataset.class_names,
+    return content_key(config.to_dict(), config.weights.identity, dataset.class_names,
                        [asdict(source) for source in dataset.sources], int8_identity)

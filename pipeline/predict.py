@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from features import FeatureError, FeatureStore, Weights, build_engine, load_pixels
-from features.backbone import file_sha256, resolve_weights
-from features.calibration import int8_model_path, int8_problems, recorded_int8_sha256
+from features import BackboneSpec, FeatureError, FeatureStore, Weights, load_pixels, open_engine, view_features
+from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import is_image_name
 from features.images import describe_error
+from features.weights import file_sha256, resolve_weights
 from heads import Head
 from pipeline.runs import Run, class_probabilities
 
@@ -38,20 +38,23 @@ class Predictor:
     weights: dict  # identity, path (as recorded at extraction)
     class_names: list[str]
     head: Head
-    int8_model: Path | None = None  # the store's calibrated model, for int8
+    int8_folder: Path | None = None  # the store (or export) holding the calibrated model, for int8
+
+    def spec(self, weights: Weights) -> BackboneSpec:
+        return BackboneSpec.from_settings(self.backbone, weights)
 
     @classmethod
     def from_run(cls, store: FeatureStore, run: Run) -> "Predictor":
-        int8_model = None
+        int8_folder = None
         if "int8" in store.manifest:
             problems = int8_problems(store.folder, recorded_int8_sha256(store.manifest))
             if problems:
                 raise FeatureError(f"Cannot predict with store {store.key}: {problems[0]}. "
                                    "Run `features` again with the same settings.")
-            int8_model = int8_model_path(store.folder)
+            int8_folder = store.folder
         return cls(backbone_settings(store.manifest["config"]), store.manifest["dtype"],
                    {k: store.manifest["weights"][k] for k in ("identity", "path")},
-                   store.class_names, run.head, int8_model)
+                   store.class_names, run.head, int8_folder)
 
 
 def backbone_settings(config: dict) -> dict:
@@ -102,10 +105,9 @@ def _find_recorded(recorded: dict) -> Weights:
 
 def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:
     """One prediction per path, in order; unreadable files get an ``error`` instead."""
-    settings = predictor.backbone
-    size, batch_size = settings["image_size"], settings["batch_size"]
-    extractor = build_engine(size, settings["pooling"], weights, settings["seed"], settings["precision"],
-                             settings["engine"], batch_size, predictor.int8_model)
+    spec = predictor.spec(weights)
+    size, batch_size = spec.image_size, spec.batch_size
+    engine = open_engine(spec, predictor.int8_folder)
     predictions = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
@@ -117,18 +119,9 @@ def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> 
             except Exception as error:  # reported per file, the rest still predicted
                 predictions.append(Prediction(str(path), None, describe_error(error)))
         if readable:
-            features = view_features(extractor, np.stack(pixels).astype(np.float32),
-                                     settings["views"]).astype(predictor.dtype)
+            features = view_features(engine, np.stack(pixels).astype(np.float32),
+                                     spec.views).astype(predictor.dtype)
             proba = class_probabilities(predictor.head, features, len(predictor.class_names))
             predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(predictions, key=lambda p: order[p.path])
-
-
-def view_features(extractor, images: np.ndarray, views: int) -> np.ndarray:
-    """Features as ``features`` stored them: of ``images``, or (views=2) the average of the
-    images' and their horizontal mirrors' features, in the same order of operations."""
-    features = extractor(images)
-    if views == 2:
-        features = (features + extractor(np.ascontiguousarray(images[:, :, ::-1]))) / 2
-    return features

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from features import FeatureStore
-from features.backbone import file_sha256
+from features.weights import file_sha256
 from features.store import atomic_write_bytes
 from heads import Head, HeadError, create_head, head_class
 from pipeline.config import SEARCH_SPACES

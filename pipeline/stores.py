@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from dataclasses import asdict
 from pathlib import Path
 
-import keras
-
-from features import (Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, Weights,
-                      extract, plan_shards, scan_dataset)
-from features.backbone import feature_shape
+from features import Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, plan_shards, scan_dataset
+from features.extract import extract
 from features.api import LATEST_FILE, store_path
 from features.calibration import calibrated_model, install_int8_model
-from features.distributed import check_backend, extract_on_dask
+from features.distributed import DaskExecutor, check_backend
 from features.lock import StoreLock
 from features.store import atomic_write_bytes, read_manifest
 from features.verify import verify_store
 from pipeline.keys import store_key
 from pipeline.progress import progress
 
+logger = logging.getLogger(__name__)
+
 WRITE_FIX = "Free disk space or choose a writable folder, then run the command again."
 
 
-def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key: str) -> dict:
+def store_header(dataset: Dataset, config: ExtractConfig, key: str) -> dict:
     """Everything the manifest records before the first shard."""
+    import keras
+
+    weights = config.weights
     return {
         "key": key,
         "config": config.to_dict(),
@@ -33,7 +36,7 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
         "layout": dataset.layout,
         "class_names": list(dataset.class_names),
         "sources": [asdict(source) for source in dataset.sources],
-        "feature_shape": list(feature_shape(config.image_size, config.pooling)),
+        "feature_shape": list(config.backbone.feature_shape),
         "dtype": config.dtype,
         "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},
         "skipped": [{"path": path, "reason": reason} for path, reason in dataset.unreadable],
@@ -41,9 +44,8 @@ def store_header(dataset: Dataset, config: ExtractConfig, weights: Weights, key:
     }
 
 
-def build_store(dataset: Dataset, config: ExtractConfig, weights: Weights, cache: Path,
-                log=print, backend: str = "local", scheduler: str | None = None,
-                recalibrate: bool = False) -> FeatureStore:
+def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: str = "local",
+                scheduler: str | None = None, recalibrate: bool = False) -> FeatureStore:
     """Extract what the store for these inputs lacks, and return it.
 
     The store folder is locked while it is written. Every recorded shard is checked first
@@ -55,50 +57,49 @@ def build_store(dataset: Dataset, config: ExtractConfig, weights: Weights, cache
     is none, or on ``recalibrate``), whose identity is part of the key.
     """
     check_backend(backend, scheduler)
-    if weights.warning:
-        log(f"warning: {weights.warning}")
-    int8 = calibrated_model(cache, dataset, config, weights, recalibrate, log) if config.precision == "int8" else None
-    key = store_key(dataset, config, weights, int8.identity if int8 else None)
+    if config.weights.warning:
+        logger.warning("%s", config.weights.warning)
+    spec = config.backbone
+    int8 = calibrated_model(cache, dataset, spec, recalibrate) if spec.precision == "int8" else None
+    key = store_key(dataset, config, int8.identity if int8 else None)
     folder = cache / key
     with StoreLock(folder):
-        header = store_header(dataset, config, weights, key)
+        header = store_header(dataset, config, key)
         if int8:
             header["int8"] = int8.record()
         writer = StoreWriter.open(folder, header)
         if int8:
             install_int8_model(writer, int8)
         plan = plan_shards(dataset, config.passes, config.shard_size)
-        _drop_damaged_shards(writer, plan, log)
+        _drop_damaged_shards(writer, plan)
         if writer.manifest["complete"]:
-            extract(dataset, config, weights, writer)  # computes nothing; applies --max-bad again
-            log(f"Store {key} is up to date: every shard checks out, nothing to recompute ({folder}).")
+            extract(dataset, config, writer)  # computes nothing; applies max_bad again
+            logger.info("Store %s is up to date: every shard checks out, nothing to recompute (%s).", key, folder)
             _mark_latest(cache, key)
             return FeatureStore(folder)
-        _report_data_changes(cache, dataset, key, log)
+        _report_data_changes(cache, dataset, key)
         done = writer.done()
         todo_images = sum(len(s.sources) for s in plan if s.name not in done)
         if done:
-            log(f"Resuming store {key}: {len(done)} of {len(plan)} shards already written.")
+            logger.info("Resuming store %s: %d of %d shards already written.", key, len(done), len(plan))
+        executor = DaskExecutor(scheduler) if backend == "dask" else None
         with progress(todo_images, "features") as advance:
-            if backend == "dask":
-                result = extract_on_dask(dataset, config, weights, writer, scheduler, on_images=advance, log=log)
-            else:
-                result = extract(dataset, config, weights, writer, on_images=advance, log=log)
-        log(f"Computed {result.shards_written} shard(s), reused {result.shards_reused}.")
+            result = extract(dataset, config, writer, on_images=advance, executor=executor)
+        logger.info("Computed %d shard(s), reused %d.", result.shards_written, result.shards_reused)
         if done:
             _verify_or_fail(folder, writer.manifest)
-            log("Verified the resumed store: every shard's sha256, rows and labels check out.")
+            logger.info("Verified the resumed store: every shard's sha256, rows and labels check out.")
     _mark_latest(cache, key)
     return FeatureStore(folder)
 
 
-def _drop_damaged_shards(writer: StoreWriter, plan: list, log) -> None:
+def _drop_damaged_shards(writer: StoreWriter, plan: list) -> None:
     """Forget the recorded shards that are missing, damaged or misrecorded, so that they are
     computed again, and say so in one line."""
     dropped = writer.drop_damaged({shard.name for shard in plan})
     if dropped:
-        log(f"Store {writer.manifest['key']}: {len(dropped)} shard(s) missing, damaged or misrecorded "
-            f"(first: {dropped[0]}); recomputing them.")
+        logger.info("Store %s: %d shard(s) missing, damaged or misrecorded (first: %s); recomputing them.",
+                    writer.manifest["key"], len(dropped), dropped[0])
 
 
 def _verify_or_fail(folder: Path, manifest: dict) -> None:
@@ -108,7 +109,7 @@ def _verify_or_fail(folder: Path, manifest: dict) -> None:
                            f"first: {problems[0]}). Delete it and run `features` again.")
 
 
-def _report_data_changes(cache: Path, dataset: Dataset, key: str, log) -> None:
+def _report_data_changes(cache: Path, dataset: Dataset, key: str) -> None:
     """Say how the data changed since the newest other sound store of the same folder."""
     root = str(dataset.root.resolve())
     previous = sorted((p for p in cache.glob("*/manifest.json") if p.parent.name != key),
@@ -121,8 +122,8 @@ def _report_data_changes(cache: Path, dataset: Dataset, key: str, log) -> None:
         if manifest["data_root"] == root:
             changes = source_changes(manifest["sources"], [asdict(s) for s in dataset.sources])
             if any(changes.values()):
-                log(f"The data in {root} changed since store {manifest['key']} "
-                    f"({describe_changes(changes)}): building a new store {key}.")
+                logger.info("The data in %s changed since store %s (%s): building a new store %s.",
+                            root, manifest["key"], describe_changes(changes), key)
             return
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from features import FeatureStore
-from features.calibration import CACHE_DIR, MODEL_FILES, PROVENANCE_FILE, int8_model_path
-from features.engines import openvino_installed
+from features.calibration import CACHE_DIR, MODEL_FILES, PROVENANCE_FILE
+from features.engines import int8_model_path
+from features.spec import engine_installed as openvino_installed
 from features.keys import manifest_key
 from tests.conftest import extract_args, write_images, write_split_folder
 

@@ -23,9 +23,12 @@ def photos(tmp_path_factory):
     return write_split_folder(tmp_path_factory.mktemp("crash") / "photos", 16, 6)
 
 
-def features_command(photos, cache):
-    return [sys.executable, "-m", "pipeline", "features", "--data", str(photos), "--cache", str(cache),
-            *SETTINGS]
+SLOW_WRITES = str(ROOT / "tests" / "slow_writes.py")
+
+
+def features_command(photos, cache, slow_writes=False):
+    runner = [SLOW_WRITES] if slow_writes else ["-m", "pipeline"]
+    return [sys.executable, *runner, "features", "--data", str(photos), "--cache", str(cache), *SETTINGS]
 
 
 def run_features(photos, cache, **env):
@@ -47,8 +50,8 @@ def shard_count(cache):
     return 0
 
 
-def start_and_kill(photos, cache, ready, sig=signal.SIGKILL, **env):
-    process = subprocess.Popen(features_command(photos, cache), cwd=ROOT, env={**os.environ, **env},
+def start_and_kill(photos, cache, ready, sig=signal.SIGKILL, slow_writes=False):
+    process = subprocess.Popen(features_command(photos, cache, slow_writes), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not ready() and process.poll() is None and time.monotonic() < deadline:
@@ -91,7 +94,7 @@ def test_sigkill_during_a_write_leaves_nothing_half_valid(photos, unbroken, tmp_
     cache = tmp_path / "cache"
     pattern = f".{written_file}.tmp-*"
     code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= 2 and any(cache.rglob(pattern)),
-                             BOTTLENECK_TEST_WRITE_PAUSE="0.3")
+                             slow_writes=True)
     assert code == -signal.SIGKILL
     assert list(cache.rglob(pattern)), "the kill did not land inside a write"
     verify = subprocess.run([sys.executable, "-m", "pipeline", "verify", "--store",

@@ -76,7 +76,7 @@ def test_empty_class_folder_is_warned_about_and_not_counted(tmp_path):
 def test_a_root_mixing_split_and_class_folders_is_refused_unless_flat(tmp_path):
     write_images(tmp_path, {"train": 5, "Validation": 5, "zebra": 5})
     with pytest.raises(FeatureError, match=r"mixes split folders \(Validation, train\) with other folders "
-                                           r"\(zebra\).*--layout flat"):
+                                           r"\(zebra\).*`layout` flat"):
         scan_dataset(tmp_path, 0.5)
     dataset = scan_dataset(tmp_path, 0.5, layout="flat")
     assert dataset.layout == "hashed" and dataset.warnings == ()
@@ -138,7 +138,7 @@ def test_split_layouts_that_cannot_be_read(tmp_path, folders, message):
 def test_layout_split_on_a_flat_folder_is_refused(flat_folder):
     with pytest.raises(FeatureError, match="No training split folder .*found: alpha, beta, gamma"):
         scan_dataset(flat_folder, layout="split")
-    with pytest.raises(FeatureError, match="--layout must be one of auto, flat, split"):
+    with pytest.raises(FeatureError, match="`layout` must be one of auto, flat, split"):
         scan_dataset(flat_folder, layout="splits")
 
 

@@ -17,13 +17,14 @@ pytest.importorskip("distributed", reason="the dask extra is not installed: pip 
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SLOW_WRITES = str(ROOT / "tests" / "slow_writes.py")  # every fsync pauses: a kill lands inside a write
 # 48 training and 12 validation images, 8 to a shard, 2 augmented passes: 20 shards.
 SETTINGS = ["--shard-size", "8", "--batch-size", "4", "--passes", "2"]
 
 
-def two_workers(**env) -> LocalCluster:
+def two_workers(**worker_options) -> LocalCluster:
     return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=":0", env=env)
+                        dashboard_address=":0", **worker_options)
 
 
 def store_files(cache: Path) -> dict[str, bytes]:
@@ -82,10 +83,10 @@ def test_the_heads_search_runs_on_the_cluster_and_chooses_as_locally(dask_store,
 
 
 def test_a_worker_killed_mid_write_has_its_shard_rerun(photos, local_store, tmp_path):
-    """SIGKILL the worker process that is halfway through writing a shard file (every write
-    pauses halfway); the nanny restarts it, the shard is rerun, and the store is the local one."""
+    """SIGKILL the worker process that is in the middle of writing a shard file (every fsync
+    pauses); the nanny restarts it, the shard is rerun, and the store is the local one."""
     cache = tmp_path / "cache"
-    with two_workers(BOTTLENECK_TEST_WRITE_PAUSE="0.1") as killable, \
+    with two_workers(preload=[SLOW_WRITES], env={"SLOW_WRITES_PAUSE": "0.1"}) as killable, \
             Client(killable, set_as_default=False) as client:
         pids = set(client.run(os.getpid).values())
         command = [sys.executable, "-m", "pipeline", *extract_args(photos, cache, *SETTINGS),

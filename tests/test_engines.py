@@ -2,15 +2,18 @@
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from features import FeatureError, FeatureStore, resolve_weights, scan_dataset
-from features.calibration import calibration_sources, int8_model_path
-from features.engines import build_engine, openvino_installed, resolve_engine
+from features import BackboneSpec, FeatureError, FeatureStore, open_engine, resolve_weights, scan_dataset
+from features.calibration import calibration_sources
+from features.engines import int8_model_path
+from features.spec import engine_installed as openvino_installed
+from features.spec import resolve_engine
 from tests.conftest import extract_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +75,10 @@ def test_int8_store_is_calibrated_once_kept_in_the_store_and_close_to_fp32(cli, 
 
 @needs_openvino
 def test_openvino_fp32_matches_keras_and_batch_size_has_no_effect():
-    weights = resolve_weights("none")
+    spec = BackboneSpec(resolve_weights("none"), image_size=64, batch_size=8)
     images = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
-    keras_engine = build_engine(64, "avg", weights, 0, "fp32", "keras", 8)
-    openvino_engine = build_engine(64, "avg", weights, 0, "fp32", "openvino", 8)
+    keras_engine = open_engine(spec)
+    openvino_engine = open_engine(replace(spec, engine="openvino"))
     full = openvino_engine(images)
     assert cosine(full, keras_engine(images)).min() > 0.9999
     np.testing.assert_allclose(openvino_engine(images[:3]), full[:3], rtol=1e-5, atol=1e-5)

@@ -150,7 +150,7 @@ def test_bf16_features_are_close_to_fp32_and_keyed_apart(cli, split_folder):
 
 
 def test_auto_precision_follows_the_cpu_flags():
-    from features.backbone import native_precision, resolve_precision
+    from features.spec import native_precision, resolve_precision
     assert native_precision({"avx2", "avx512f", "avx512_bf16"}) == "bf16"
     assert native_precision({"amx_bf16", "amx_tile"}) == "bf16"
     assert native_precision({"avx2", "avx512f"}) == "fp32"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import (ExtractConfig, FeatureError, FeatureStore, StoreWriter, extract,
-                      resolve_weights, scan_dataset)
+from features import BackboneSpec, ExtractConfig, FeatureError, FeatureStore, StoreWriter, resolve_weights, scan_dataset
+from features.extract import extract
 from features.store import TEMPORARY_MARK
 from features.verify import verify_store
 from pipeline.keys import store_key
@@ -61,15 +61,14 @@ def test_relabelled_rows_are_caught_by_verify(cli, split_folder):
 
 def test_disk_full_mid_shard_is_a_clear_error_and_nothing_half_written(split_folder, tmp_path):
     dataset = scan_dataset(split_folder)
-    config = ExtractConfig(image_size=32, shard_size=6)
-    weights = resolve_weights("none")
-    key = store_key(dataset, config, weights)
-    writer = StoreWriter.open(tmp_path / key, store_header(dataset, config, weights, key))
+    config = ExtractConfig(BackboneSpec(weights=resolve_weights("none"), image_size=32), shard_size=6)
+    key = store_key(dataset, config)
+    writer = StoreWriter.open(tmp_path / key, store_header(dataset, config, key))
     blocked = tmp_path / key / "train" / "pass-0" / f".shard-00001.npy{TEMPORARY_MARK}{os.getpid()}"
     blocked.parent.mkdir(parents=True)
     blocked.symlink_to("/dev/full")  # the temporary file of shard 1 lands on a full device
     with pytest.raises(FeatureError, match="No space left on device"):
-        extract(dataset, config, weights, writer)
+        extract(dataset, config, writer)
     assert not blocked.exists() and not blocked.is_symlink()
     manifest = json.loads((tmp_path / key / "manifest.json").read_text())
     assert [e["name"] for e in manifest["shards"]] == ["train/pass-0/shard-00000"]
@@ -124,13 +123,13 @@ def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
         dataset = scan_dataset(root, val_fraction=0.4)
     except FeatureError:  # a hashed split may leave no validation image: correctly refused
         return
-    config = ExtractConfig(image_size=32, passes=tree["passes"], shard_size=tree["shard_size"], batch_size=4)
-    weights = resolve_weights("none")
-    key = store_key(dataset, config, weights)
-    header = store_header(dataset, config, weights, key)
+    spec = BackboneSpec(weights=resolve_weights("none"), image_size=32, batch_size=4)
+    config = ExtractConfig(spec, passes=tree["passes"], shard_size=tree["shard_size"])
+    key = store_key(dataset, config)
+    header = store_header(dataset, config, key)
 
     whole = StoreWriter.open(root.parent / f"{root.name}-whole" / key, header)
-    extract(dataset, config, weights, whole)
+    extract(dataset, config, whole)
     assert verify_store(whole.folder, whole.manifest) == []
 
     broken = StoreWriter.open(root.parent / f"{root.name}-broken" / key, header)
@@ -142,11 +141,11 @@ def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
             raise Interrupted
 
     try:
-        extract(dataset, config, weights, broken, on_images=stop_after_some)
+        extract(dataset, config, broken, on_images=stop_after_some)
     except Interrupted:
         pass
     resumed = StoreWriter.open(broken.folder, header)
-    extract(dataset, config, weights, resumed)
+    extract(dataset, config, resumed)
     assert verify_store(resumed.folder, resumed.manifest) == []
     assert resumed.manifest == whole.manifest
     for path in whole.folder.rglob("*.npy"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from features.backbone import choose_precision, cpu_flags, engine_installed, explain_precision
+from features.spec import choose_precision, cpu_flags, engine_installed, explain_precision
 from tests.conftest import extract_args
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,12 +38,12 @@ def test_each_head_reaches_90_percent_on_real_photos(cli, tmp_path):
 
 def test_bf16_features_drift_little_from_fp32_with_real_weights():
     import keras
-    from features import FeatureExtractor, build_backbone, load_pixels, resolve_weights
+    from features import BackboneSpec, load_pixels, open_engine, resolve_weights
 
     photos = sorted((CATS_AND_DOGS / "validation" / "dogs").iterdir())[:32]
     pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
     weights = resolve_weights(str(REAL_WEIGHTS))
-    features = {precision: FeatureExtractor(build_backbone(150, "avg", weights, precision=precision))(pixels)
+    features = {precision: open_engine(BackboneSpec(weights, image_size=150, precision=precision))(pixels)
                 for precision in ("fp32", "bf16")}
     a, b = features["fp32"], features["bf16"]
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -55,21 +55,24 @@ def test_int8_features_drift_little_from_fp32_with_real_weights():
     """The accuracy guard's drift check: calibrated as a store is (DEFAULT_CALIBRATION_IMAGES
     training photos, no pooling in the model, pooled on the engine's output), checked on 32
     validation photos of each class."""
-    from features import build_engine, load_pixels, resolve_weights, scan_dataset
-    from features.calibration import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_IMAGES, calibration_batches,
-                                      calibration_sources, quantize_int8)
-    from features.engines import OpenVinoEngine, openvino_installed
+    from features import BackboneSpec, load_pixels, open_engine, resolve_weights, scan_dataset
+    from features.calibration import CALIBRATION_BATCH, calibration_batches, calibration_sources, quantize_int8
+    from features.spec import DEFAULT_CALIBRATION_IMAGES, engine_installed
 
-    if not openvino_installed():
+    if not engine_installed():
         pytest.skip("the fast extra (openvino, nncf) is not installed")
     weights = resolve_weights(str(REAL_WEIGHTS))
     dataset = scan_dataset(CATS_AND_DOGS)
     sources = calibration_sources(dataset, DEFAULT_CALIBRATION_IMAGES)
     assert len(sources) == DEFAULT_CALIBRATION_IMAGES
     batches = calibration_batches(dataset, sources, 150, CALIBRATION_BATCH)
-    int8 = OpenVinoEngine(quantize_int8(150, "none", weights, 0, batches), "int8", "avg")
+    from features.engines.openvino_engine import OpenVinoEngine
+
+    spec = BackboneSpec(weights, image_size=150)
+    int8 = OpenVinoEngine(quantize_int8(spec, batches), BackboneSpec(weights, image_size=150, precision="int8",
+                                                                    engine="openvino"), pool_maps=True)
     photos = [p for animal in ("cats", "dogs") for p in sorted((CATS_AND_DOGS / "validation" / animal).iterdir())[:32]]
     pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
-    a, b = build_engine(150, "avg", weights, 0, "fp32", "keras", 32)(pixels), int8(pixels)
+    a, b = open_engine(spec)(pixels), int8(pixels)
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.99, cosine.min()

@@ -6,6 +6,7 @@ each test damages its own copy and drives the real CLI.
 
 import hashlib
 import json
+from dataclasses import replace
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import ExtractConfig, resolve_weights, scan_dataset
+from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
 from features.keys import manifest_key
 from pipeline.keys import store_key
 from pipeline.stores import store_header
@@ -105,12 +106,12 @@ def test_key_is_the_same_from_the_inputs_and_from_the_manifest(photos, pristine)
     manifest = json.loads(next((pristine / "cache").glob("*/manifest.json")).read_text())
     assert manifest_key(manifest) == manifest["key"] == (pristine / "cache" / "LATEST").read_text().strip()
 
-    dataset, weights = scan_dataset(photos), resolve_weights("none")
-    for config in (ExtractConfig(image_size=32, shard_size=6), ExtractConfig(passes=2, max_bad=0.5)):
-        key = store_key(dataset, config, weights)
-        written = json.loads(json.dumps(store_header(dataset, config, weights, key)))
+    dataset, spec = scan_dataset(photos), BackboneSpec(weights=resolve_weights("none"))
+    for config in (ExtractConfig(replace(spec, image_size=32), shard_size=6), ExtractConfig(spec, passes=2, max_bad=0.5)):
+        key = store_key(dataset, config)
+        written = json.loads(json.dumps(store_header(dataset, config, key)))
         assert manifest_key(written) == key
-    assert store_key(dataset, ExtractConfig(max_bad=0.9), weights) == store_key(dataset, ExtractConfig(), weights)
+    assert store_key(dataset, ExtractConfig(spec, max_bad=0.9)) == store_key(dataset, ExtractConfig(spec))
 
 
 def test_a_flipped_byte_in_a_shard_is_refused(pristine, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features import ExtractConfig, FeatureError, FeatureStore, load_pixels, resolve_weights, scan_dataset
+from features import BackboneSpec, ExtractConfig, FeatureError, FeatureStore, load_pixels, resolve_weights, scan_dataset
 from features.keys import content_key
 from pipeline.keys import store_key
 from tests.conftest import extract_args, pattern_image
@@ -34,13 +34,13 @@ def stored(cache: Path, split: str = "train") -> tuple[np.ndarray, dict]:
 
 def test_views_change_the_key_but_views_1_keeps_the_old_one(tmp_path):
     dataset, weights = scan_dataset(write_pngs(tmp_path / "photos")), resolve_weights("none")
-    one, two = ExtractConfig(), ExtractConfig(views=2)
+    one, two = ExtractConfig(BackboneSpec(weights)), ExtractConfig(BackboneSpec(weights, views=2))
     old_settings = {k: v for k, v in one.to_dict().items() if k != "views"}  # a config before views
     sources = [vars(s) for s in dataset.sources]
-    assert store_key(dataset, one, weights) == content_key(old_settings, "random", dataset.class_names, sources)
-    assert store_key(dataset, two, weights) != store_key(dataset, one, weights)
-    with pytest.raises(FeatureError, match="--views must be 1 or 2. Received: 3"):
-        ExtractConfig(views=3)
+    assert store_key(dataset, one) == content_key(old_settings, "random", dataset.class_names, sources)
+    assert store_key(dataset, two) != store_key(dataset, one)
+    with pytest.raises(FeatureError, match="`views` must be 1 or 2. Received: 3"):
+        BackboneSpec(weights, views=3)
 
 
 def test_two_views_average_the_image_and_its_mirror(cli, tmp_path):

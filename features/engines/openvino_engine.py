@@ -1,0 +1,85 @@
+"""The OpenVINO engine (the optional ``fast`` extra): fp32, bf16 and the calibrated int8 model.
+
+OpenVINO is imported only here, so its absence costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from features.spec import BackboneSpec, Pooling
+
+# OpenVINO's CPU plugin: arithmetic of the ops that are not quantized, fixed rather than
+# left to the plugin's default (which is bf16 on CPUs with AMX).
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None):
+    """The float32 backbone (preprocessing included) as an OpenVINO model of fixed batch size
+    (calibration needs one; ``OpenVinoEngine`` frees it).
+
+    TensorFlow's copy of the model is released before returning (Keras' session cleared),
+    so only OpenVINO's copy stays in memory.
+    """
+    import gc
+
+    import keras
+    import openvino as ov
+    import tensorflow as tf
+
+    from features.backbone import build_backbone
+
+    model = build_backbone(spec, precision="fp32", pooling=pooling)
+    forward = tf.function(lambda x, backbone=model: backbone(x, training=False))
+    signature = tf.TensorSpec((batch_size, spec.image_size, spec.image_size, 3), tf.float32)
+    converted = ov.convert_model(forward.get_concrete_function(signature))
+    del model, forward
+    keras.backend.clear_session()
+    gc.collect()
+    return converted
+
+
+def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
+    """(batch, h, w, 512) maps pooled over h and w as Keras' global pooling does."""
+    if pooling == Pooling.NONE:
+        return maps
+    average = maps.mean(axis=(1, 2), dtype=np.float32)
+    if pooling == Pooling.AVG:
+        return average
+    maximum = maps.max(axis=(1, 2))
+    return maximum if pooling == Pooling.MAX else np.concatenate([average, maximum], axis=1)
+
+
+def load_openvino_model(path: Path):
+    import openvino as ov
+
+    return ov.Core().read_model(str(path))
+
+
+class OpenVinoEngine:
+    """An OpenVINO model compiled for the CPU with a free batch size, so a shard's short last
+    batch costs only its own images (measured: the same features and speed as the
+    fixed-size model it came from).
+
+    ``pool_maps`` pools a model that outputs the maps (the int8 base is quantized without
+    pooling, so that one calibrated model serves every pooling).
+    """
+
+    def __init__(self, model, spec: BackboneSpec, pool_maps: bool = False):
+        import openvino as ov
+
+        model = model.clone()
+        model.reshape([-1, *model.inputs[0].get_partial_shape().to_shape()[1:]])
+        self.spec = spec
+        self.batch_size = spec.batch_size
+        self.pooling = spec.pooling if pool_maps else Pooling.NONE.value
+        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[spec.precision]})
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        features = np.asarray(self.compiled(np.ascontiguousarray(images, np.float32))[0], np.float32)
+        return pool(features, self.pooling)
+
+    def describe(self) -> str:
+        return f"openvino {self.spec.precision}"
