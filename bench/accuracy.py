@@ -22,8 +22,13 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - ensemble: soft vote of the baseline heads, voters chosen by grouped CV on training rows.
 - views 2: features of each image and its mirror, averaged (a new store).
 - passes 2: two augmented passes over training images (a new store; not run unless asked).
-- defaults: every head (and the ensemble) as `compare` fits it now, on the base store.
-- best: the defaults on the views 2 store.
+- avgmax: the baseline heads on average and max pooling side by side (a new store, 1,024 floats
+  an image, the same extraction).
+- defaults (avg): every head (and the ensemble) as `compare` fits it, on the avg-pooled store.
+- best: those heads on the views 2 store (avg pooling).
+- defaults: those heads on the avgmax store (the default pooling).
+- quality max: those heads on 320 px, views 2, avgmax (`QUALITY=max`; 320 px is not the 224 px
+  of the other rows: a larger input, about 2x the extraction per view).
 
 Writes bench/results/accuracy-<date>.{md,json}.
 """
@@ -57,6 +62,7 @@ MAIN_SVM_SPACE = {k: v for k, v in SEARCH_SPACES["svm"].items() if k != "normali
 MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "search_space": MAIN_SVM_SPACE}
 BASELINE = {"logreg": {}, "svm": MAIN_SVM, "dense": {"refit": False}}
 SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
+DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}
 # option -> (store, {head: params}); "ensemble" reuses the option's other heads as its members.
 OPTIONS = {
     "baseline": ("base", BASELINE),
@@ -69,10 +75,15 @@ OPTIONS = {
     "ensemble": ("base", {**BASELINE, "ensemble": {}}),
     "views 2": ("views2", BASELINE),
     "passes 2": ("passes2", BASELINE),
-    "defaults": ("base", {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}),
-    "best": ("views2", {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}),
+    "avgmax": ("avgmax", BASELINE),
+    "defaults (avg)": ("base", DEFAULT_HEADS),
+    "best": ("views2", DEFAULT_HEADS),
+    "defaults": ("avgmax", DEFAULT_HEADS),
+    "quality max": ("quality", DEFAULT_HEADS),
 }
-STORES = {"base": [], "views2": ["--views", "2"], "passes2": ["--passes", "2"]}
+STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views", "2"],
+          "passes2": ["--pooling", "avg", "--passes", "2"], "avgmax": ["--pooling", "avgmax"],
+          "quality": ["--image-size", "320", "--pooling", "avgmax", "--views", "2"]}
 
 
 def build_store(data: Path, store: str, args) -> dict:
@@ -124,7 +135,7 @@ def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str)
 
 def markdown(rows: list[dict], args) -> str:
     lines = [f"# Accuracy ablation ({datetime.date.today()})", "",
-             f"`{' '.join(sys.argv)}`; real weights, 224 px, `--precision {args.precision}`. Extraction "
+             f"`{' '.join(sys.argv)}`; real weights, 224 px (320 for quality max), `--precision {args.precision}`. Extraction "
              "seconds are the wall time of the `features` command that built the store (CPU shared with "
              "other work); fit seconds include the search (and an ensemble's members).", ""]
     for data in dict.fromkeys(r["data"] for r in rows):

@@ -240,9 +240,8 @@ def head_times(rows: int, scratch: Path) -> dict[str, dict]:
     """Fit each head (with its default search) on a synthetic store of ``rows`` x 512 features."""
     from features import Dataset, SourceFile, Weights
     from features.store import Shard
-    from pipeline.keys import store_key
     from pipeline.runs import fit_run
-    from pipeline.stores import store_header
+    from features.manifest import new_manifest, store_key
 
     rng = np.random.default_rng(0)
     classes = 10
@@ -255,7 +254,7 @@ def head_times(rows: int, scratch: Path) -> dict[str, dict]:
                     for i, (label, split) in enumerate(zip(labels, splits)))
     dataset = Dataset(folder, tuple(str(c) for c in range(classes)), "splits", sources)
     config = ExtractConfig(backbone=BackboneSpec(weights=Weights(path=None, identity="synthetic")), shard_size=10000)
-    manifest = store_header(dataset, config, store_key(dataset, config))
+    manifest = new_manifest(dataset, config, store_key(dataset, config))
     writer = StoreWriter.open(folder, manifest)
     for split, start, stop in (("train", 0, rows), ("validation", rows, rows + n_validation)):
         for number, first in enumerate(range(start, stop, 10000)):

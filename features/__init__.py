@@ -17,6 +17,7 @@ _HOMES = {
     "ExtractConfig": "features.extract", "ExtractResult": "features.extract",
     "plan_shards": "features.extract",
     "load_pixels": "features.images",
+    "Manifest": "features.manifest", "read_manifest": "features.manifest",
     "BackboneSpec": "features.spec", "EngineName": "features.spec", "Pooling": "features.spec",
     "Precision": "features.spec",
     "FeatureStore": "features.store", "Shard": "features.store", "StoreWriter": "features.store",

@@ -26,7 +26,8 @@ from features.dataset import Dataset
 from features.engines import int8_model_path, open_engine
 from features.errors import FeatureError
 from features.extract import ExtractConfig, compute_shard
-from features.store import MANIFEST, TEMPORARY_MARK, Shard, StoreWriter, remove_leftovers, write_shard_files
+from features.manifest import MANIFEST
+from features.store import TEMPORARY_MARK, Shard, StoreWriter, remove_leftovers, write_shard_files
 from features.verify import dataset_from_manifest
 from features.weights import Weights
 
@@ -87,13 +88,15 @@ def dask_client(scheduler: str | None):
 
 @contextmanager
 def backend_client(backend: str, scheduler: str | None):
-    """With ``backend="dask"``, a Dask client open for the block (else nothing), so joblib
-    work inside it, such as the scikit-learn heads' search, can run on the cluster."""
+    """With ``backend="dask"``, a Dask client open for the block (else nothing) and joblib's
+    parallel work inside it, such as the scikit-learn heads' search, sent to that cluster."""
     check_backend(backend, scheduler)
     if backend == "local":
         yield None
         return
-    with dask_client(scheduler) as client:
+    import joblib
+
+    with dask_client(scheduler) as client, joblib.parallel_config(backend="dask"):
         yield client
 
 

@@ -27,16 +27,10 @@ import numpy as np
 
 from features.weights import file_sha256
 from features.errors import FeatureError
-from features.keys import manifest_key
+from features.manifest import ARRAYS, MANIFEST, read_manifest
 
-MANIFEST = "manifest.json"
-ARRAYS = ("features", "labels", "sources")
 STORE_FIX = "Free disk space or pass `cache` with a writable folder, then rerun the same command to resume."
 RECOMPUTE = "Run `features` again with the same options to recompute it."
-# Top-level manifest fields every reader relies on, with their JSON types.
-FIELDS = {"key": str, "config": dict, "data_root": str, "layout": str, "class_names": list,
-          "sources": list, "feature_shape": list, "dtype": str, "weights": dict, "skipped": list,
-          "shards": list}
 
 
 def array_path(store: Path, name: str, array: str) -> Path:
@@ -83,56 +77,6 @@ def atomic_write_bytes(path: Path, payload: bytes, fix: str = STORE_FIX) -> None
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise FeatureError(f"Could not write {path}: {error.strerror or error}. {fix}") from None
-
-
-def read_manifest(folder: Path) -> dict:
-    """The manifest of the store at ``folder``, refused in one line when it is missing, is not
-    a JSON object, lacks a field, or no longer hashes to its key (see ``manifest_problem``)."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FeatureError(f"No feature store at {folder} (no {MANIFEST}). "
-                           "Run `python -m pipeline features` first.")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
-        problem = f"it cannot be read as JSON ({getattr(error, 'strerror', None) or error})"
-    else:
-        problem = manifest_problem(manifest)
-    if problem:
-        raise FeatureError(f"The manifest {path} of the store is damaged: {problem}. Run `features` "
-                           "again with the same options to rebuild the store.")
-    return manifest
-
-
-def manifest_problem(manifest) -> str | None:
-    """Why a parsed manifest cannot be trusted (None if it can): a field missing or of the
-    wrong type, a malformed shard or skipped entry, or recorded settings, weights, class
-    names or sources that no longer hash to its ``key``."""
-    if not isinstance(manifest, dict):
-        return "it is not a JSON object"
-    for field, kind in FIELDS.items():
-        if not isinstance(manifest.get(field), kind):
-            return f"its {field!r} field is missing or not a JSON {kind.__name__}"
-    if not all(_is_shard_entry(entry) for entry in manifest["shards"]):
-        return "a shard entry lacks a field or names another split or pass than its file"
-    if not all(isinstance(entry, dict) and "path" in entry for entry in manifest["skipped"]):
-        return "a skipped entry has no path"
-    try:
-        key = manifest_key(manifest)
-    except (KeyError, TypeError) as error:
-        return f"its weights or settings are malformed ({error!r})"
-    if key != manifest["key"]:
-        return (f"its settings, weights, class names or file list hash to {key}, not to its key "
-                f"{manifest['key']} (it was edited, or written by another version)")
-    return None
-
-
-def _is_shard_entry(entry) -> bool:
-    """A shard entry has every field, int rows and pass, and a name under its split and pass."""
-    return (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-            and isinstance(entry.get("rows"), int) and isinstance(entry.get("pass"), int)
-            and isinstance(entry.get("sha256"), dict) and all(a in entry["sha256"] for a in ARRAYS)
-            and entry["name"].startswith(f"{entry.get('split')}/pass-{entry['pass']}/"))
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

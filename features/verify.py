@@ -12,7 +12,8 @@ import numpy as np
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import Dataset, SourceFile
 from features.extract import plan_shards
-from features.store import ARRAYS, MANIFEST, array_path, manifest_problem, shard_problems
+from features.manifest import ARRAYS, MANIFEST, manifest_problem
+from features.store import array_path, shard_problems
 
 
 def dataset_from_manifest(manifest: dict) -> Dataset:

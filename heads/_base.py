@@ -161,7 +161,7 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
-            raise HeadError(f"--param takes name=value. Received: {pair!r}")
+            raise HeadError(f"`param` takes name=value. Received: {pair!r}")
         if name not in defaults:
             raise HeadError(f"Unknown parameter {name!r} for head {head_class.name!r}; it takes "
                             f"{', '.join(sorted(defaults))}. Received: {pair!r}")
@@ -172,7 +172,7 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
 
 def _convert(name: str, text: str, default):
     if not isinstance(default, (bool, int, float, str)):
-        raise HeadError(f"Parameter {name!r} cannot be set with --param; it comes from the config "
+        raise HeadError(f"Parameter {name!r} cannot be set with `param`; it comes from the config "
                         "(pipeline/config.py).")
     try:
         if isinstance(default, bool):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import joblib
@@ -75,8 +74,9 @@ class SklearnHead(Head):
     With a ``search_space`` (head parameter name -> candidate values), ``fit`` first
     picks the candidates with the best cross-validated accuracy on the training rows
     (``GroupKFold`` on ``groups``, so augmented twins of an image share a fold; joblib
-    runs the fits on ``n_jobs`` local workers, or on the Dask cluster while a Dask client
-    is open, as under ``--backend dask``), then fits on all rows with them. The choice
+    runs the fits on ``n_jobs`` workers of the backend the caller configured with
+    ``joblib.parallel_config``: local processes by default, a Dask cluster under the
+    CLI's ``--backend dask``), then fits on all rows with them. The choice
     is kept as ``best_params_`` and the mean fold accuracy as ``cv_score_``. Beyond
     ``search_max_samples`` training rows the search runs on whole groups drawn at random
     (seeded) up to that many rows: the best candidates rarely change with more rows, while
@@ -145,8 +145,7 @@ class SklearnHead(Head):
         estimator, grid, names = self._search_grid(n_samples)  # the solver the final fit will use
         search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring="accuracy",
                               n_jobs=self.n_jobs, refit=False)
-        with _search_backend():
-            search.fit(X, y, groups=groups)
+        search.fit(X, y, groups=groups)
         if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
             return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
         best = {names[key]: value for key, value in search.best_params_.items()}
@@ -188,12 +187,3 @@ def search_sample(groups: np.ndarray, max_samples: int, seed: int = 0) -> np.nda
     chosen = unique[:max(2, len(unique) * max_samples // len(groups))]
     return np.flatnonzero(np.isin(groups, chosen))
 
-
-def _search_backend():
-    """joblib's ``dask`` backend while a Dask client is open, else joblib's default (local)."""
-    try:
-        from distributed import default_client
-        default_client()
-    except (ImportError, ValueError):  # Dask not installed, or no client open
-        return nullcontext()
-    return joblib.parallel_config(backend="dask")

@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from features import FeatureStore, load_pixels  # noqa: E402
-from features.keys import BACKBONE  # noqa: E402
+from features.manifest import BACKBONE  # noqa: E402
 from features.store import atomic_write_bytes  # noqa: E402
 from pipeline.leaderboard import markdown_table, pairwise_cells, table_cells, to_markdown  # noqa: E402
 from pipeline.runs import METRICS_FILE, PREDICTIONS_FILE, RUNS_FIX  # noqa: E402

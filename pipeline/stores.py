@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,34 +13,14 @@ from features.api import LATEST_FILE, store_path
 from features.calibration import calibrated_model, install_int8_model
 from features.distributed import DaskExecutor, check_backend
 from features.lock import StoreLock
-from features.store import atomic_write_bytes, read_manifest
+from features.manifest import new_manifest, read_manifest, store_key
+from features.store import atomic_write_bytes
 from features.verify import verify_store
-from pipeline.keys import store_key
 from pipeline.progress import progress
 
 logger = logging.getLogger(__name__)
 
 WRITE_FIX = "Free disk space or choose a writable folder, then run the command again."
-
-
-def store_header(dataset: Dataset, config: ExtractConfig, key: str) -> dict:
-    """Everything the manifest records before the first shard."""
-    import keras
-
-    weights = config.weights
-    return {
-        "key": key,
-        "config": config.to_dict(),
-        "data_root": str(dataset.root.resolve()),
-        "layout": dataset.layout,
-        "class_names": list(dataset.class_names),
-        "sources": [asdict(source) for source in dataset.sources],
-        "feature_shape": list(config.backbone.feature_shape),
-        "dtype": config.dtype,
-        "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},
-        "skipped": [{"path": path, "reason": reason} for path, reason in dataset.unreadable],
-        "software": {"python": platform.python_version(), "keras": keras.__version__},
-    }
 
 
 def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: str = "local",
@@ -64,7 +43,7 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
     key = store_key(dataset, config, int8.identity if int8 else None)
     folder = cache / key
     with StoreLock(folder):
-        header = store_header(dataset, config, key)
+        header = new_manifest(dataset, config, key)
         if int8:
             header["int8"] = int8.record()
         writer = StoreWriter.open(folder, header)

@@ -9,7 +9,7 @@ from features import FeatureStore
 from features.calibration import CACHE_DIR, MODEL_FILES, PROVENANCE_FILE
 from features.engines import int8_model_path
 from features.spec import engine_installed as openvino_installed
-from features.keys import manifest_key
+from features.manifest import manifest_key
 from tests.conftest import extract_args, write_images, write_split_folder
 
 pytestmark = pytest.mark.skipif(not openvino_installed(), reason="the fast extra (openvino, nncf) is not installed")

@@ -12,8 +12,7 @@ from features import BackboneSpec, ExtractConfig, FeatureError, FeatureStore, St
 from features.extract import extract
 from features.store import TEMPORARY_MARK
 from features.verify import verify_store
-from pipeline.keys import store_key
-from pipeline.stores import store_header
+from features.manifest import new_manifest, store_key
 from tests.conftest import extract_args, write_images
 
 
@@ -63,7 +62,7 @@ def test_disk_full_mid_shard_is_a_clear_error_and_nothing_half_written(split_fol
     dataset = scan_dataset(split_folder)
     config = ExtractConfig(BackboneSpec(weights=resolve_weights("none"), image_size=32), shard_size=6)
     key = store_key(dataset, config)
-    writer = StoreWriter.open(tmp_path / key, store_header(dataset, config, key))
+    writer = StoreWriter.open(tmp_path / key, new_manifest(dataset, config, key))
     blocked = tmp_path / key / "train" / "pass-0" / f".shard-00001.npy{TEMPORARY_MARK}{os.getpid()}"
     blocked.parent.mkdir(parents=True)
     blocked.symlink_to("/dev/full")  # the temporary file of shard 1 lands on a full device
@@ -126,7 +125,7 @@ def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
     spec = BackboneSpec(weights=resolve_weights("none"), image_size=32, batch_size=4)
     config = ExtractConfig(spec, passes=tree["passes"], shard_size=tree["shard_size"])
     key = store_key(dataset, config)
-    header = store_header(dataset, config, key)
+    header = new_manifest(dataset, config, key)
 
     whole = StoreWriter.open(root.parent / f"{root.name}-whole" / key, header)
     extract(dataset, config, whole)

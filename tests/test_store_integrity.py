@@ -16,9 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
-from features.keys import manifest_key
-from pipeline.keys import store_key
-from pipeline.stores import store_header
+from features.manifest import manifest_key, new_manifest, store_key
 from tests.conftest import extract_args, make_cli, write_split_folder
 
 OPTIONS = ("--shard-size", "6", "--passes", "1", "--max-bad", "0.1")
@@ -109,7 +107,7 @@ def test_key_is_the_same_from_the_inputs_and_from_the_manifest(photos, pristine)
     dataset, spec = scan_dataset(photos), BackboneSpec(weights=resolve_weights("none"))
     for config in (ExtractConfig(replace(spec, image_size=32), shard_size=6), ExtractConfig(spec, passes=2, max_bad=0.5)):
         key = store_key(dataset, config)
-        written = json.loads(json.dumps(store_header(dataset, config, key)))
+        written = json.loads(json.dumps(new_manifest(dataset, config, key)))
         assert manifest_key(written) == key
     assert store_key(dataset, ExtractConfig(spec, max_bad=0.9)) == store_key(dataset, ExtractConfig(spec))
 

@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from features import BackboneSpec, ExtractConfig, FeatureError, FeatureStore, load_pixels, resolve_weights, scan_dataset
-from features.keys import content_key
-from pipeline.keys import store_key
+from features.manifest import content_key, store_key
 from tests.conftest import extract_args, pattern_image
 
 

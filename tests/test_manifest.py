@@ -1,0 +1,28 @@
+"""The manifest's layout is one typed definition: what a new store records and what every read checks."""
+
+from typing import get_type_hints
+
+from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
+from features.manifest import FIELDS, Manifest, manifest_key, manifest_problem, new_manifest, store_key
+
+
+def test_a_new_manifest_has_every_field_of_the_type_and_hashes_to_its_key(split_folder):
+    dataset = scan_dataset(split_folder)
+    config = ExtractConfig(BackboneSpec(resolve_weights("none"), image_size=32, pooling="avgmax"))
+    key = store_key(dataset, config)
+    manifest = new_manifest(dataset, config, key)
+    hints = get_type_hints(Manifest)
+    assert manifest.keys() == hints.keys() - {"int8"}  # int8 only for int8 stores
+    assert all(isinstance(manifest[name], kind) for name, kind in hints.items() if name in manifest)
+    assert manifest["feature_shape"] == [1024] and manifest["config"]["pooling"] == "avgmax"
+    assert manifest_key(manifest) == key and manifest_problem(manifest) is None
+
+
+def test_every_read_checks_the_required_fields_of_the_type(split_folder):
+    assert set(FIELDS) == Manifest.__required_keys__ >= {"key", "config", "sources", "shards"}
+    dataset = scan_dataset(split_folder)
+    config = ExtractConfig(BackboneSpec(resolve_weights("none"), image_size=32))
+    manifest = new_manifest(dataset, config, store_key(dataset, config))
+    for field, kind in FIELDS.items():
+        broken = {**manifest, field: None}
+        assert manifest_problem(broken) == f"its {field!r} field is missing or not a JSON {kind.__name__}"
