@@ -2,20 +2,28 @@
 # Every target creates .venv from pyproject.toml on first use.
 
 PYTHON ?= python3
+# QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), about 4x the
+# extraction time of the defaults: 320 px, each image and its mirror, average and max pooling.
+ifeq ($(QUALITY),max)
+IMAGE_SIZE ?= 320
+VIEWS ?= 2
+POOLING ?= avgmax
+endif
+# Stage one's settings: passed to `features` only when set, so its defaults (`--help`) hold.
 DATA ?=
-LAYOUT ?= auto
-WEIGHTS ?= auto
+LAYOUT ?=
+WEIGHTS ?=
 IMAGE_SIZE ?=
-PASSES ?= 0
-VIEWS ?= 1
-POOLING ?= avg
-PRECISION ?= auto
-ENGINE ?= auto
+PASSES ?=
+VIEWS ?=
+POOLING ?=
+PRECISION ?=
+ENGINE ?=
+SHARD_SIZE ?=
+MAX_BAD ?=
 FAST ?=
 BACKEND ?= local
 SCHEDULER ?=
-SHARD_SIZE ?= 1024
-MAX_BAD ?= 0.01
 HEAD ?= logreg
 HEADS ?= all
 CACHE ?= cache
@@ -66,10 +74,11 @@ $(DASK_INSTALLED): $(INSTALLED)
 ## Stage one: cache VGG16 features of DATA (default: the built-in digits demo)
 .PHONY: features
 features: $(RUNTIME)
-	$(CLI) features $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT)) \
-		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) --weights "$(WEIGHTS)" --passes $(PASSES) --views $(VIEWS) \
-		--pooling $(POOLING) --shard-size $(SHARD_SIZE) --max-bad $(MAX_BAD) \
-		--precision $(PRECISION) --engine $(ENGINE) $(DISTRIBUTE) --cache "$(CACHE)"
+	$(CLI) features $(if $(DATA),--data "$(DATA)") $(if $(LAYOUT),--layout $(LAYOUT)) \
+		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
+		$(if $(PASSES),--passes $(PASSES)) $(if $(VIEWS),--views $(VIEWS)) $(if $(POOLING),--pooling $(POOLING)) \
+		$(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(MAX_BAD),--max-bad $(MAX_BAD)) \
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) $(DISTRIBUTE) --cache "$(CACHE)"
 
 ## Stage two: fit HEAD (dense, logreg, svm, ensemble) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
@@ -112,7 +121,7 @@ bench: $(FAST_INSTALLED)
 ## Accuracy ablation (views, sqrt_l2, dense refit, SVM calibration, ensemble) on cats_and_dogs and monkeys_10
 .PHONY: accuracy
 accuracy: $(RUNTIME)
-	$(BIN)/python bench/accuracy.py --weights "$(if $(filter auto,$(WEIGHTS)),../shared/weights/vgg16_notop.weights.h5,$(WEIGHTS))"
+	$(BIN)/python bench/accuracy.py --weights "$(if $(filter-out auto,$(WEIGHTS)),$(WEIGHTS),../shared/weights/vgg16_notop.weights.h5)"
 
 ## Delete cached features and fitted heads (the demo images and .venv stay)
 .PHONY: clean
@@ -124,8 +133,8 @@ clean:
 help:
 	@echo "Targets:"
 	@awk '/^## /{doc=substr($$0,4); next} /^[a-z]+:/ && doc {split($$1,t,":"); printf "  %-9s %s\n", t[1], doc; doc=""}' $(MAKEFILE_LIST)
-	@echo "Variables (current value; docs/cli.md explains each):"
-	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)"
+	@echo "Variables (current value, empty: the command's default; docs/cli.md explains each):"
+	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  QUALITY=$(QUALITY)"
 	@echo "              PASSES=$(PASSES)  VIEWS=$(VIEWS)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
 	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)"
 	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)"

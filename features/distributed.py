@@ -246,7 +246,8 @@ def _prepare(job: Job) -> tuple:
                                    f"{problem}. {SAME_PATHS}")
             dataset, manifest = _read_store(job.folder, job.key)
             engine = open_engine(job.config.backbone, job.folder)
-            _prepared.update(job=job, state=(dataset, manifest, engine, Augmenter(job.config.augment)))
+            augmenter = Augmenter(job.config.augment) if job.config.passes else None
+            _prepared.update(job=job, state=(dataset, manifest, engine, augmenter))
         return _prepared["state"]
 
 

@@ -109,7 +109,7 @@ class LocalExecutor:
     def run(self, dataset: Dataset, config: ExtractConfig, writer: StoreWriter, todo: list[Shard],
             on_images: Callable[[int], None]) -> None:
         engine = self.engine or store_engine(dataset, config.backbone, writer)
-        augmenter = Augmenter(config.augment)
+        augmenter = Augmenter(config.augment) if config.passes else None  # Keras, only for passes
         for shard in todo:
             rows = compute_shard(dataset, shard, engine, augmenter, config, on_images)
             writer.write_shard(shard, rows.features, rows.labels, rows.sources, rows.skipped)
@@ -132,7 +132,7 @@ def extract(dataset: Dataset, config: ExtractConfig, writer: StoreWriter,
     return ExtractResult(len(todo), len(plan) - len(todo))
 
 
-def compute_shard(dataset: Dataset, shard: Shard, engine: Engine, augmenter: Augmenter, config: ExtractConfig,
+def compute_shard(dataset: Dataset, shard: Shard, engine: Engine, augmenter: Augmenter | None, config: ExtractConfig,
                   on_images: Callable[[int], None] = lambda n: None) -> ShardRows:
     """Features of one shard's sources, with the files that could not be read.
 

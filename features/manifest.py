@@ -10,6 +10,7 @@ import hashlib
 import json
 import platform
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, get_type_hints
 
@@ -56,8 +57,6 @@ FIELDS = {name: kind for name, kind in get_type_hints(Manifest).items() if name 
 
 def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manifest:
     """Everything the manifest records before the first shard."""
-    import keras
-
     weights = config.weights
     return {
         "key": key,
@@ -70,7 +69,7 @@ def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manif
         "dtype": config.dtype,
         "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},
         "skipped": [{"path": path, "reason": reason} for path, reason in dataset.unreadable],
-        "software": {"python": platform.python_version(), "keras": keras.__version__},
+        "software": {"python": platform.python_version(), "keras": metadata.version("keras")},
         "shards": [],
         "complete": False,
     }

@@ -1,13 +1,33 @@
-"""Stage two: heads that fit on feature arrays. A head never opens an image or a store."""
+"""Stage two: heads that fit on feature arrays. A head never opens an image or a store.
+
+Heads are imported on first use (the dense head loads Keras and TensorFlow), so that code
+which only names them, or uses the scikit-learn ones, does not start TensorFlow.
+"""
+
+import importlib
+from collections.abc import Mapping
 
 from heads._base import Head, HeadError, parse_params
-from heads._dense import DenseHead
-from heads._ensemble import EnsembleHead
-from heads._logreg import LogRegHead
-from heads._svm import SVMHead
 
-HEADS: dict[str, type[Head]] = {"dense": DenseHead, "logreg": LogRegHead, "svm": SVMHead,
-                                 "ensemble": EnsembleHead}
+_HOMES = {"dense": ("heads._dense", "DenseHead"), "logreg": ("heads._logreg", "LogRegHead"),
+          "svm": ("heads._svm", "SVMHead"), "ensemble": ("heads._ensemble", "EnsembleHead")}
+
+
+class _Registry(Mapping):
+    """Head name -> head class, each class imported when it is first looked up."""
+
+    def __getitem__(self, name: str) -> type[Head]:
+        module, attribute = _HOMES[name]
+        return getattr(importlib.import_module(module), attribute)
+
+    def __iter__(self):
+        return iter(_HOMES)
+
+    def __len__(self) -> int:
+        return len(_HOMES)
+
+
+HEADS: Mapping[str, type[Head]] = _Registry()
 
 
 def head_class(name: str) -> type[Head]:
@@ -19,6 +39,13 @@ def head_class(name: str) -> type[Head]:
 
 def create_head(name: str, **params) -> Head:
     return head_class(name)(**params)
+
+
+def __getattr__(name: str):
+    for head, (module, attribute) in _HOMES.items():
+        if attribute == name:
+            return HEADS[head]
+    raise AttributeError(f"module 'heads' has no attribute {name!r}")
 
 
 __all__ = ["HEADS", "DenseHead", "EnsembleHead", "Head", "HeadError", "LogRegHead", "SVMHead",

@@ -17,10 +17,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from features.spec import (DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Dtype, EngineName, Layout,
-                           Pooling, Precision)
+from features.extract import ExtractConfig  # its defaults (and BackboneSpec's) are the options' defaults
+from features.spec import (DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BackboneSpec, Dtype, EngineName,
+                           Layout, Pooling, Precision)
 from pipeline import config
 from pipeline.display import printable
+from pipeline.quiet_tensorflow import mute_tensorflow_startup
 
 DISTRIBUTION = "bottleneck-heads"
 DEBUG_ENV = "BOTTLENECK_HEADS_DEBUG"  # set to 1 to see the traceback of an internal error
@@ -72,22 +74,6 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL) muted.
-
-    Python errors still surface: only the process's stderr file descriptor is
-    redirected, and only while the import runs.
-    """
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def fail(message: str, code: int = 1):
     """One ``error:`` line on stderr, then exit with ``code``."""
     typer.echo(f"error: {printable(message)}", err=True)
@@ -97,19 +83,20 @@ def fail(message: str, code: int = 1):
 def user_errors(command):
     """Report every failure as one line on stderr and a non-zero exit, never a traceback.
 
-    Project errors (``FeatureError``, ``HeadError``) and operating-system errors exit 1
+    Project errors (``FeatureError``, ``HeadError``, ``PipelineError``) and operating-system errors exit 1
     with their message. Anything else is a bug: one line, with the traceback written to
     a file (or shown when ``BOTTLENECK_HEADS_DEBUG=1``).
     """
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        import_tensorflow_quietly()
+        mute_tensorflow_startup()
         from features import FeatureError
-        from heads import HeadError
+        from heads._base import HeadError
+        from pipeline.errors import PipelineError
         show_library_logs()
         try:
             return command(*args, **kwargs)
-        except (FeatureError, HeadError) as error:
+        except (FeatureError, HeadError, PipelineError) as error:
             fail(as_options(str(error)))
         except OSError as error:
             where = f" ({error.filename})" if error.filename else ""
@@ -222,21 +209,21 @@ def features(
              f"Default {DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
     pooling: Annotated[Pooling, typer.Option(
         help="avg/max: 512 floats per image; avgmax: both, 1,024 floats; none: the whole map "
-             "(7x7x512 at 224).")] = Pooling.AVG,
+             "(7x7x512 at 224).")] = Pooling(BackboneSpec.pooling),
     weights: Annotated[str, typer.Option(
         help="auto ($VGG16_WEIGHTS, else the ImageNet download; random weights only for the "
              "built-in demo), imagenet, none (random, on purpose), or a weights file path.")
     ] = config.DEFAULT_WEIGHTS,
-    passes: Annotated[int, typer.Option(min=0, help="Extra augmented passes over training images.")] = 0,
+    passes: Annotated[int, typer.Option(min=0, help="Extra augmented passes over training images.")] = ExtractConfig.passes,
     views: Annotated[int, typer.Option(
         min=1, max=2, help="1: each image; 2: each image and its horizontal mirror, features "
-                           "averaged (twice the extraction time; part of the store key).")] = 1,
+                           "averaged (twice the extraction time; part of the store key).")] = BackboneSpec.views,
     val_fraction: Annotated[float, typer.Option(
         help="Validation share, in (0, 1), for a flat root/<class>/ folder (stable hash of each "
              "path), or for split folders without a validation folder.")] = 0.2,
-    shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = 1024,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = 32,
-    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype.FLOAT32,
+    shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = ExtractConfig.shard_size,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = BackboneSpec.batch_size,
+    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype(ExtractConfig.dtype),
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
              "int8 (about 4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
@@ -251,15 +238,15 @@ def features(
     recalibrate: Annotated[bool, typer.Option(
         "--recalibrate", help="int8 only: calibrate on this data even if a calibrated model for "
                               "these weights and image size is cached.")] = False,
-    seed: Annotated[int, typer.Option(min=0, help="Seeds augmentation (and random weights).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seeds augmentation (and random weights).")] = BackboneSpec.seed,
     max_bad: Annotated[float, typer.Option(
-        help="Fail when more than this share (0 to 1) of files is unreadable.")] = 0.01,
+        help="Fail when more than this share (0 to 1) of files is unreadable.")] = ExtractConfig.max_bad,
     backend: ExtractBackendOption = Backend.local,
     scheduler: SchedulerOption = None,
     cache: CacheOption = config.CACHE_DIR,
 ):
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
-    from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
+    from features import resolve_weights, scan_dataset
     from pipeline.demo import write_digits
     from pipeline.stores import build_store, describe_skipped, manifest_summary
 
@@ -366,7 +353,7 @@ def compare(
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
     with backend_client(backend.value, scheduler):
-        board = compare_heads(feature_store, names, runs, search=not no_search, log=say)
+        board = compare_heads(feature_store, names, runs, search=not no_search)
 
     header, body = compact_cells(board["rows"])
     table = Table(title=f"store {feature_store.key}: {board['validation_images']} validation images")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,14 @@ from pipeline.leaderboard import mark_against_best, pairwise_tests, rank, write_
 from pipeline.metrics import classification_metrics
 from pipeline.runs import PREDICTIONS_FILE, Run, class_probabilities, fit_run
 
+logger = logging.getLogger(__name__)
 
-def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: bool = True,
-                  log=print) -> dict:
+
+def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: bool = True) -> dict:
     """Fit ``names`` on ``store`` and write ``leaderboard.{md,json}``; return the board."""
     fitted: dict[str, Run] = {}
     for name in sorted(names, key=lambda n: n == "ensemble"):  # the ensemble last: it reuses the others
-        log(f"fitting {name} ...")
+        logger.info("fitting %s ...", name)
         members = {n: run for n, run in fitted.items() if n in MEMBER_HEADS} if name == "ensemble" else None
         fitted[name] = fit_run(store, name, {}, runs, search=search, members=members)
     rows = rank({name: run.metrics for name, run in fitted.items()})

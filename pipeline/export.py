@@ -28,7 +28,8 @@ import numpy as np
 from features import FeatureStore, build_backbone
 from features.calibration import INT8_DIR, int8_problems, model_hashes
 from features.store import atomic_write_bytes
-from heads import DenseHead, HeadError, LogRegHead, head_class
+from heads import DenseHead, LogRegHead, head_class
+from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, backbone_settings, recorded_weights
 from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import write_json
@@ -64,7 +65,7 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
     ``normalize="none"`` (its first step is then the identity).
     """
     if head.normalization_ != "none":
-        raise HeadError(f"normalize={head.normalization_} has no built-in Keras layer; export as a folder.")
+        raise PipelineError(f"normalize={head.normalization_} has no built-in Keras layer; export as a folder.")
     steps = head.model_.named_steps
     clipper, scaler, classifier = steps["minmaxscaler"], steps["standardscaler"], steps["logisticregression"]
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
@@ -90,17 +91,17 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
     predictor = Predictor.from_run(store, run)
     if out.suffix == ".keras":
         if not isinstance(run.head, KERAS_EXPORTABLE):
-            raise HeadError(f"The {run.info['head']} head exports as a folder, not one .keras model. "
-                            "Pass --out with a folder name.")
+            raise PipelineError(f"The {run.info['head']} head exports as a folder, not one .keras model. "
+                                "Pass --out with a folder name.")
         if isinstance(run.head, LogRegHead) and run.head.normalization_ != "none":
-            raise HeadError(f"This logreg head uses normalize={run.head.normalization_} (signed square "
-                            "root), which has no built-in Keras layer: it exports as a folder, not one "
-                            ".keras model. Pass --out with a folder name, or fit it with "
-                            "--param normalize=none.")
+            raise PipelineError(f"This logreg head uses normalize={run.head.normalization_} (signed square "
+                                "root), which has no built-in Keras layer: it exports as a folder, not one "
+                                ".keras model. Pass --out with a folder name, or fit it with "
+                                "--param normalize=none.")
         check_destination(out, force, is_folder=False)
         return _export_keras(predictor, out, weights_override)
     if isinstance(run.head, DenseHead):
-        raise HeadError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
+        raise PipelineError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
     check_destination(out, force, is_folder=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
@@ -124,15 +125,15 @@ def check_destination(out: Path, force: bool, is_folder: bool) -> None:
     if not (out.exists() or out.is_symlink()):
         return
     if out.is_symlink() or out.is_dir() != is_folder:
-        raise HeadError(f"--out {out} exists and is not a {kind}; choose another --out.")
+        raise PipelineError(f"--out {out} exists and is not a {kind}; choose another --out.")
     if is_folder and not any(out.iterdir()):
         return
     earlier = (out / EXPORT_FILE).is_file() if is_folder else classes_file(out).is_file()
     if not earlier:
-        raise HeadError(f"--out {out} exists and is not an earlier export; it is left as it is. "
-                        "Choose another --out.")
+        raise PipelineError(f"--out {out} exists and is not an earlier export; it is left as it is. "
+                            "Choose another --out.")
     if not force:
-        raise HeadError(f"--out {out} holds an earlier export; pass --force to replace it.")
+        raise PipelineError(f"--out {out} holds an earlier export; pass --force to replace it.")
 
 
 def _swap_in(temporary: Path, out: Path) -> None:
@@ -176,17 +177,17 @@ def load_export(folder: Path) -> Predictor:
     """A ``Predictor`` from an exported folder, after checking its head files' sha256."""
     path = folder / EXPORT_FILE
     if not path.is_file():
-        raise HeadError(f"No {EXPORT_FILE} in {folder}: not an exported head folder. Create one with "
-                        "`python -m pipeline export`.")
+        raise PipelineError(f"No {EXPORT_FILE} in {folder}: not an exported head folder. Create one with "
+                            "`python -m pipeline export`.")
     info = json.loads(path.read_text())
     if hash_folder(folder / MODEL_DIR) != info["model_sha256"]:
-        raise HeadError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
-                        "export it again.")
+        raise PipelineError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
+                            "export it again.")
     int8_folder = None
     if "int8_sha256" in info:
         problems = int8_problems(folder, info["int8_sha256"])
         if problems:
-            raise HeadError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
+            raise PipelineError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
         int8_folder = folder
     head = head_class(info["head"]).load(folder / MODEL_DIR)
     return Predictor(backbone_settings(info["backbone"]), info["dtype"], info["weights"],

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from features import BackboneSpec, FeatureError, FeatureStore, Weights, load_pixels, open_engine, view_features
+from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engine, view_features
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import is_image_name
 from features.images import describe_error
 from features.weights import file_sha256, resolve_weights
 from heads import Head
+from pipeline.errors import PipelineError
 from pipeline.runs import Run, class_probabilities
 
 BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size", "views")
@@ -49,8 +50,8 @@ class Predictor:
         if "int8" in store.manifest:
             problems = int8_problems(store.folder, recorded_int8_sha256(store.manifest))
             if problems:
-                raise FeatureError(f"Cannot predict with store {store.key}: {problems[0]}. "
-                                   "Run `features` again with the same settings.")
+                raise PipelineError(f"Cannot predict with store {store.key}: {problems[0]}. "
+                                    "Run `features` again with the same settings.")
             int8_folder = store.folder
         return cls(backbone_settings(store.manifest["config"]), store.manifest["dtype"],
                    {k: store.manifest["weights"][k] for k in ("identity", "path")},
@@ -75,9 +76,9 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
         elif item.exists() or item.is_symlink():
             paths.append(item)
         else:
-            raise FeatureError(f"No such image or folder: {item}")
+            raise PipelineError(f"No such image or folder: {item}")
     if not paths:
-        raise FeatureError(f"No images found in {', '.join(map(str, items))}.")
+        raise PipelineError(f"No images found in {', '.join(map(str, items))}.")
     return paths
 
 
@@ -87,8 +88,8 @@ def recorded_weights(recorded: dict, override: str | None = None) -> Weights:
         return Weights(path=None, identity="random")
     weights = resolve_weights(override) if override else _find_recorded(recorded)
     if weights.identity != recorded["identity"]:
-        raise FeatureError(f"--weights {override} are not the weights the features were extracted "
-                           f"with ({recorded['identity']}). Pass those weights.")
+        raise PipelineError(f"--weights {override} are not the weights the features were extracted "
+                            f"with ({recorded['identity']}). Pass those weights.")
     return weights
 
 
@@ -99,8 +100,8 @@ def _find_recorded(recorded: dict) -> Weights:
         return Weights(path=path, identity=recorded["identity"])
     if recorded["identity"] == "imagenet":
         return resolve_weights("imagenet")
-    raise FeatureError(f"The recorded weights file {path} is gone or changed. Pass --weights with "
-                       f"the file whose {recorded['identity']} matches.")
+    raise PipelineError(f"The recorded weights file {path} is gone or changed. Pass --weights with "
+                        f"the file whose {recorded['identity']} matches.")
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:

@@ -19,8 +19,9 @@ import numpy as np
 from features import FeatureStore
 from features.weights import file_sha256
 from features.store import atomic_write_bytes
-from heads import Head, HeadError, create_head, head_class
+from heads import Head, create_head, head_class
 from pipeline.config import SEARCH_SPACES
+from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
 from pipeline.stores import write_json
 
@@ -104,7 +105,7 @@ def save_head(head: Head, folder: Path) -> None:
     try:
         head.save(folder)
     except OSError as error:
-        raise HeadError(f"Could not save the head to {folder}: {error.strerror or error}. {RUNS_FIX}") from None
+        raise PipelineError(f"Could not save the head to {folder}: {error.strerror or error}. {RUNS_FIX}") from None
 
 
 def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
@@ -112,18 +113,18 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     head_class(head_name)
     folder = run_folder(runs, store, head_name)
     if not (folder / RUN_FILE).is_file():
-        raise HeadError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
-                        f"Run `python -m pipeline head --head {head_name}` first.")
+        raise PipelineError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
+                            f"Run `python -m pipeline head --head {head_name}` first.")
     info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
-        raise HeadError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
-                        f"not on {store.key}. Fit it again on this store with `head`.")
+        raise PipelineError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
+                            f"not on {store.key}. Fit it again on this store with `head`.")
     actual = hash_folder(folder / MODEL_DIR)
     if actual != info["model_sha256"]:
         changed = sorted(set(actual.items()) ^ set(info["model_sha256"].items()))
-        raise HeadError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
-                        f"{RUN_FILE} ({changed[0][0]} differs); it was modified or damaged. "
-                        "Fit it again with `head`.")
+        raise PipelineError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
+                            f"{RUN_FILE} ({changed[0][0]} differs); it was modified or damaged. "
+                            "Fit it again with `head`.")
     metrics = read_record(folder / METRICS_FILE, head_name)
     head = head_class(head_name).load(folder / MODEL_DIR)
     return Run(folder, head, info, metrics)
@@ -141,9 +142,9 @@ def read_record(path: Path, head_name: str, fields: dict[str, type] | None = Non
             raise ValueError(f"its {wrong[0]!r} field is missing or malformed")
         return record
     except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, or not a run record
-        raise HeadError(f"The run record {path} is missing or damaged "
-                        f"({getattr(error, 'strerror', None) or error}). Fit the head again with "
-                        f"`head --head {head_name}`.") from None
+        raise PipelineError(f"The run record {path} is missing or damaged "
+                            f"({getattr(error, 'strerror', None) or error}). Fit the head again with "
+                            f"`head --head {head_name}`.") from None
 
 
 def hash_folder(folder: Path) -> dict[str, str]:

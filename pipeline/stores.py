@@ -16,6 +16,7 @@ from features.lock import StoreLock
 from features.manifest import new_manifest, read_manifest, store_key
 from features.store import atomic_write_bytes
 from features.verify import verify_store
+from pipeline.errors import PipelineError
 from pipeline.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def _drop_damaged_shards(writer: StoreWriter, plan: list) -> None:
 def _verify_or_fail(folder: Path, manifest: dict) -> None:
     problems = verify_store(folder, manifest)
     if problems:
-        raise FeatureError(f"The store {folder} failed verification ({len(problems)} problem(s); "
-                           f"first: {problems[0]}). Delete it and run `features` again.")
+        raise PipelineError(f"The store {folder} failed verification ({len(problems)} problem(s); "
+                            f"first: {problems[0]}). Delete it and run `features` again.")
 
 
 def _report_data_changes(cache: Path, dataset: Dataset, key: str) -> None:
@@ -147,9 +148,9 @@ def _mark_latest(cache: Path, key: str) -> None:
 def store_folder(cache: Path, store: str) -> Path:
     """The folder of a store named by key, by folder path, or ``latest`` (the last `features` run)."""
     if store == "latest" and not (cache / LATEST_FILE).is_file():
-        raise FeatureError(f"No feature store in {cache} yet. Make one from your photos with "
-                           "`make features DATA=path/to/photos` (or `bottleneck-heads features "
-                           "--data path/to/photos`).")
+        raise PipelineError(f"No feature store in {cache} yet. Make one from your photos with "
+                            "`make features DATA=path/to/photos` (or `bottleneck-heads features "
+                            "--data path/to/photos`).")
     return store_path(store, cache)
 
 

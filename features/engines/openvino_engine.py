@@ -1,4 +1,4 @@
-"""The OpenVINO engine (the optional ``fast`` extra): fp32, bf16 and the calibrated int8 model.
+"""The OpenVINO engine: fp32, bf16 and the calibrated int8 model.
 
 OpenVINO is imported only here, so its absence costs nothing until it is asked for.
 """

@@ -1,0 +1,41 @@
+"""Start-up: a command loads only what it needs. TensorFlow (seconds to import) is loaded for
+the Keras engine, calibration, augmentation and the dense head, never to write an int8 store
+whose calibrated model is cached, and its C++ start-up lines never reach the user."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.spec import engine_installed
+from tests.conftest import extract_args
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ("import sys, atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
+          "file=sys.stderr)); sys.argv[0] = 'pipeline'; from pipeline.cli import app; app()")
+
+
+def features(*args):
+    return subprocess.run([sys.executable, "-c", REPORT, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.skipif(not engine_installed(), reason="the fast extra (openvino, nncf) is not installed")
+def test_an_int8_store_with_a_cached_model_runs_without_tensorflow(split_folder, tmp_path):
+    cache = tmp_path / "cache"
+    first = features(*extract_args(split_folder, cache, "--precision", "int8", "--calibration-images", "8"))
+    assert first.returncode == 0, first.stderr
+    assert "Calibrating int8" in first.stderr and "tensorflow loaded: True" in first.stderr
+    assert "cuda" not in first.stderr.lower() and "oneDNN" not in first.stderr  # muted start-up lines
+    second = features(*extract_args(split_folder, cache, "--precision", "int8", "--calibration-images", "8",
+                                    "--pooling", "max"))
+    assert second.returncode == 0, second.stderr
+    assert "reusing the model calibrated" in second.stderr and "tensorflow loaded: False" in second.stderr
+
+
+def test_the_keras_engine_loads_tensorflow_quietly(split_folder, tmp_path):
+    result = features(*extract_args(split_folder, tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "tensorflow loaded: True" in result.stderr
+    assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr
