@@ -65,9 +65,9 @@ class VGG16Features(TransformerMixin, BaseEstimator):
 
     ``transform`` takes image paths (decoded exactly as `features` decodes them) or an
     array of RGB images (n, height, width, 3), values 0-255, resized bilinearly to
-    ``image_size``; it returns float32 features of shape (n, 512) pooled, or flattened
-    maps with ``pooling="none"`` (1024 with ``pooling="avgmax"``; 2 ``views`` average each
-    image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
+    ``image_size``; it returns float32 features of shape (n, 1024) with the default
+    ``pooling="avgmax"``, (n, 512) with avg or max, flattened maps with none (2 ``views``
+    average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
     instead of recomputed. ``fit`` learns nothing; the engine is built on first use.
 
@@ -83,7 +83,7 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     cache : str or None, a folder of feature stores to read known files from.
     """
 
-    def __init__(self, image_size: int = 224, pooling: str = "avg", views: int = 1, weights: str = "auto",
+    def __init__(self, image_size: int = 224, pooling: str = "avgmax", views: int = 1, weights: str = "auto",
                  precision: str = "auto", batch_size: int = 32, cache: str | None = None):
         self.image_size = image_size
         self.pooling = pooling

@@ -37,7 +37,7 @@ class Choice(str, Enum):
 class Pooling(Choice):
     AVG = "avg"  # global average of the last block's maps: (512,)
     MAX = "max"
-    AVGMAX = "avgmax"  # average and max side by side: (1024,)
+    AVGMAX = "avgmax"  # average and max side by side: (1024,); the default (bench/results/accuracy-*.md)
     NONE = "none"  # the maps themselves: (size/32, size/32, 512)
 
 
@@ -86,7 +86,7 @@ class BackboneSpec:
 
     weights: Weights = RANDOM_WEIGHTS
     image_size: int = DEFAULT_IMAGE_SIZE
-    pooling: str = Pooling.AVG.value
+    pooling: str = Pooling.AVGMAX.value
     views: int = 1
     precision: str = Precision.FP32.value  # arithmetic of the convnet: fp32, bf16 or int8
     engine: str = EngineName.KERAS.value  # what runs it: keras or openvino

@@ -76,9 +76,9 @@ def test_avgmax_is_the_average_then_the_max_of_the_maps_on_every_engine():
         np.testing.assert_allclose(openvino, both, rtol=1e-3, atol=1e-3)
 
 
-def test_the_cli_offers_avgmax_and_keys_it_apart(cli, split_folder):
-    assert cli(*extract_args(split_folder, cli.cache)).exit_code == 0
-    result = cli(*extract_args(split_folder, cli.cache, "--pooling", "avgmax"))
+def test_avgmax_is_the_cli_default_and_keyed_apart_from_avg(cli, split_folder):
+    assert cli(*extract_args(split_folder, cli.cache, "--pooling", "avg")).exit_code == 0
+    result = cli(*extract_args(split_folder, cli.cache))
     assert result.exit_code == 0, result.output
     stores = {FeatureStore(p.parent).manifest["config"]["pooling"]: FeatureStore(p.parent)
               for p in cli.cache.glob("*/manifest.json")}

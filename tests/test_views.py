@@ -51,8 +51,8 @@ def test_two_views_average_the_image_and_its_mirror(cli, tmp_path):
             result = cli(*extract_args(data, cache, "--views", str(views)))
             assert result.exit_code == 0, result.output
             features[name, views], manifest = stored(cache)
-            assert manifest["config"]["views"] == views and manifest["feature_shape"] == [512]
-    assert features["photos", 2].shape == features["photos", 1].shape == (16, 512)
+            assert manifest["config"]["views"] == views and manifest["feature_shape"] == [1024]
+    assert features["photos", 2].shape == features["photos", 1].shape == (16, 1024)
     np.testing.assert_allclose(features["photos", 2], (features["photos", 1] + features["mirrored", 1]) / 2,
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["photos", 2], features["mirrored", 2], rtol=1e-5, atol=1e-6)
