@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,38 @@ def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:
     that what a test checks does not depend on the CPU; a later --precision in ``extra`` wins)."""
     return ["features", "--data", str(data), "--cache", str(cache), "--weights", "none",
             "--image-size", "32", "--precision", "fp32", *extra]
+
+
+# `compare` takes no head parameters, so where a test runs it in this process and its point is not
+# the dense head's training length, the dense head's defaults are shortened instead (it still
+# early-stops on its grouped holdout and refits on every row; the ensemble still refits it per fold).
+QUICK_DENSE = {"epochs": 6, "patience": 2}
+
+
+@contextmanager
+def quick_dense_defaults():
+    """While open, ``DenseHead()`` means ``DenseHead(**QUICK_DENSE)`` (and says so in get_params)."""
+    from heads import DenseHead
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DenseHead.__init__, "__kwdefaults__", {**DenseHead.__init__.__kwdefaults__, **QUICK_DENSE})
+        yield
+
+
+@pytest.fixture(scope="session")
+def compared(tmp_path_factory):
+    """One `compare` of every head, made once for tests/test_compare_report.py and tests/test_cli.py:
+    three classes in train/validation/test folders, extracted with one augmented pass.
+
+    Returns (cli, data folder, runs folder of the store, leaderboard, compare's CLI result)."""
+    cli = make_cli(tmp_path_factory.mktemp("compare"))
+    data = cli.cache.parent / "data"
+    write_images(data / "train", {"alpha": 14, "beta": 14, "gamma": 14})
+    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
+    write_images(data / "test", {"alpha": 5, "beta": 5, "gamma": 5}, start=200)
+    assert cli(*extract_args(data, cli.cache, "--passes", "1")).exit_code == 0
+    with quick_dense_defaults():
+        result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    (board_path,) = list(cli.runs.glob("*/leaderboard.json"))
+    return cli, data, board_path.parent, json.loads(board_path.read_text()), result

@@ -1,6 +1,7 @@
 """int8 calibration is paid once per weights and image size: later stores reuse the cached model."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from features.calibration import CACHE_DIR, MODEL_FILES, PROVENANCE_FILE
 from features.engines import int8_model_path
 from features.spec import engine_installed as openvino_installed
 from features.manifest import manifest_key
-from tests.conftest import extract_args, write_images, write_split_folder
+from tests.conftest import extract_args, make_cli, write_images, write_split_folder
 
 pytestmark = pytest.mark.skipif(not openvino_installed(), reason="the fast extra (openvino, nncf) is not installed")
 
@@ -71,13 +72,27 @@ def test_a_second_store_reuses_the_calibrated_model_and_recalibrate_makes_a_new_
         assert cli("verify", "--store", store.key, "--cache", cli.cache).exit_code == 0
 
 
-def test_one_calibrated_model_serves_every_pooling(cli, split_folder):
-    stores = {}
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    """A split folder extracted in int8 with each pooling, in that order, into one new cache:
+    (cli, data, {pooling: (features' output, store key, training rows)}), made once."""
+    folder = tmp_path_factory.mktemp("pooled")
+    data = write_split_folder(folder / "split", 10, 4)
+    cli = make_cli(folder)
+    made = {}
     for pooling in ("none", "avg", "max"):
-        result = cli(*extract_args(split_folder, cli.cache, *INT8, "--pooling", pooling))
+        result = cli(*extract_args(data, cli.cache, *INT8, "--pooling", pooling))
         assert result.exit_code == 0, result.output
-        assert ("Calibrating" in result.output) == (pooling == "none")
-        stores[pooling] = latest(cli).split_arrays("train")
+        made[pooling] = (result.output, latest(cli).key, latest(cli).split_arrays("train"))
+    return cli, data, made
+
+
+def test_one_calibrated_model_serves_every_pooling(pooled):
+    _, _, made = pooled
+    stores = {}
+    for pooling, (output, _, rows) in made.items():
+        assert ("Calibrating" in output) == (pooling == "none")
+        stores[pooling] = rows
     maps = stores["none"]["features"]
     assert maps.shape[1:] == (2, 2, 512)
     np.testing.assert_array_equal(stores["avg"]["sources"], stores["none"]["sources"])
@@ -85,15 +100,18 @@ def test_one_calibrated_model_serves_every_pooling(cli, split_folder):
     np.testing.assert_array_equal(stores["max"]["features"], maps.max(axis=(1, 2)))
 
 
-def test_a_store_whose_model_is_lost_gets_it_back_from_the_cache(cli, split_folder):
-    assert cli(*extract_args(split_folder, cli.cache, *INT8)).exit_code == 0
-    store = latest(cli)
+def test_a_store_whose_model_is_lost_gets_it_back_from_the_cache(pooled, tmp_path):
+    """On a copy of ``pooled``'s cache: its avg store, and the model cached when it was made."""
+    made_by, split_folder, made = pooled
+    shutil.copytree(made_by.cache, tmp_path / "cache")
+    cli = make_cli(tmp_path)
+    store = FeatureStore(cli.cache / made["avg"][1])
     for path in (store.folder / "int8").iterdir():
         path.unlink()
     manifest = json.loads((store.folder / "manifest.json").read_text())
     manifest["shards"], manifest["complete"] = manifest["shards"][:1], False
     (store.folder / "manifest.json").write_text(json.dumps(manifest))
-    result = cli(*extract_args(split_folder, cli.cache, *INT8))
+    result = cli(*extract_args(split_folder, cli.cache, *INT8, "--pooling", "avg"))
     assert result.exit_code == 0, result.output
     assert "Calibrating" not in result.output and latest(cli).key == store.key
     assert int8_model_path(store.folder).is_file()

@@ -50,11 +50,10 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     assert set(metrics["per_class"]) == {"alpha", "beta", "gamma"}
 
 
-def test_compare_ranks_every_head(cli, flat_folder):
-    assert cli(*extract_args(flat_folder, cli.cache)).exit_code == 0
-    result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
-    assert result.exit_code == 0, result.output
-    (board,) = list(cli.runs.glob("*/leaderboard.json"))
+def test_compare_ranks_every_head(compared):
+    """On the comparison that tests/test_compare_report.py examines further (conftest's ``compared``)."""
+    _, _, folder, _, result = compared
+    board = folder / "leaderboard.json"
     rows = json.loads(board.read_text())["rows"]
     assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
     assert [row["rank"] for row in rows] == [1, 2, 3, 4]

@@ -10,31 +10,25 @@ import pytest
 
 from features import load_pixels
 from pipeline.stats import mcnemar
-from tests.conftest import extract_args, make_cli, write_images
+from tests.conftest import quick_dense_defaults
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_dense_head():
+    """Every compare here fits the dense head with fewer epochs, as the shared one (conftest's
+    ``compared``) did."""
+    with quick_dense_defaults():
+        yield
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    """One cache and runs folder for the whole module: the comparison is made once."""
-    return make_cli(tmp_path_factory.mktemp("compare"))
-
-
-@pytest.fixture(scope="module")
-def compared(cli):
-    """A train/validation/test folder, extracted with one augmented pass and compared."""
-    data = cli.cache.parent / "data"
-    write_images(data / "train", {"alpha": 14, "beta": 14, "gamma": 14})
-    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
-    write_images(data / "test", {"alpha": 5, "beta": 5, "gamma": 5}, start=200)
-    assert cli(*extract_args(data, cli.cache, "--passes", "1")).exit_code == 0
-    result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
-    assert result.exit_code == 0, result.output
-    (board_path,) = list(cli.runs.glob("*/leaderboard.json"))
-    return data, board_path.parent, json.loads(board_path.read_text()), result
+def cli(compared):
+    """The cache and runs folder of the shared comparison: the comparison is made once."""
+    return compared[0]
 
 
 def test_compare_twice_gives_the_same_numbers(cli, compared):
-    _, folder, board, _ = compared
+    _, _, folder, board, _ = compared
     assert cli("compare", "--cache", cli.cache, "--runs", cli.runs).exit_code == 0
     again = json.loads((folder / "leaderboard.json").read_text())
     # timings vary, and a .keras zip stamps its save time; every statistic must repeat exactly
@@ -46,7 +40,7 @@ def test_compare_twice_gives_the_same_numbers(cli, compared):
 
 
 def test_leaderboard_has_intervals_tests_and_a_test_split_verdict(compared):
-    _, folder, board, result = compared
+    _, _, folder, board, result = compared
     for row in board["rows"]:
         metrics = json.loads((folder / row["head"] / "metrics.json").read_text())
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece"):
@@ -101,7 +95,7 @@ class ReportParser(HTMLParser):
 
 
 def test_report_is_valid_self_contained_html_matching_metrics(compared):
-    _, folder, board, _ = compared
+    _, _, folder, board, _ = compared
     parser = ReportParser()
     parser.feed((folder / "report.html").read_text())
     parser.close()
@@ -118,7 +112,7 @@ def test_report_is_valid_self_contained_html_matching_metrics(compared):
 
 @pytest.mark.parametrize("head", ["dense", "logreg"])
 def test_exported_keras_model_predicts_what_predict_does(cli, compared, tmp_path, head):
-    data, _, _, _ = compared
+    _, data, _, _, _ = compared
     out = tmp_path / "export" / "model.keras"
     result = cli("export", "--head", head, "--out", out, "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output
@@ -134,7 +128,7 @@ def test_exported_keras_model_predicts_what_predict_does(cli, compared, tmp_path
 
 
 def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, tmp_path):
-    data, _, _, _ = compared
+    _, data, _, _, _ = compared
     out = tmp_path / "svm-export"
     assert cli("export", "--head", "svm", "--out", out, "--cache", cli.cache, "--runs", cli.runs).exit_code == 0
     images = [str(p) for p in sorted((data / "test").rglob("*.*"))[:6]]
@@ -147,7 +141,7 @@ def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, 
 
 
 def test_ensemble_exports_as_a_folder_that_predicts_what_predict_does(cli, compared, tmp_path):
-    data, _, _, _ = compared
+    _, data, _, _, _ = compared
     common = ["--cache", cli.cache, "--runs", cli.runs]
     result = cli("export", "--head", "ensemble", "--out", tmp_path / "e.keras", *common)
     assert result.exit_code == 1 and "exports as a folder" in result.output

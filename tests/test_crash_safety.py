@@ -1,7 +1,13 @@
-"""Real processes killed at several points: the store resumes to the bytes of an unbroken run."""
+"""Real processes killed at several points: the store resumes to the bytes of an unbroken run.
+
+The killed runs are real processes; the reference run and the runs that resume or inspect
+the store afterwards use the same CLI in this process (no Python and TensorFlow start-up each),
+so every file a killed process finished is compared with one written by another process.
+"""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,16 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_split_folder
+from tests.conftest import make_cli, write_split_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["--weights", "none", "--image-size", "64", "--shard-size", "4", "--batch-size", "2",
+SETTINGS = ["--weights", "none", "--image-size", "32", "--shard-size", "4", "--batch-size", "2",
             "--passes", "1", "--precision", "fp32"]
+SHARDS = 14  # 24 training images in two passes and 8 validation images, 4 to a shard
+SLOW_WRITES_PAUSE = "0.1"  # seconds each fsync pauses in a slow-writes run: a kill can land inside a write
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    return write_split_folder(tmp_path_factory.mktemp("crash") / "photos", 16, 6)
+    return write_split_folder(tmp_path_factory.mktemp("crash") / "photos", 12, 4)
 
 
 SLOW_WRITES = str(ROOT / "tests" / "slow_writes.py")
@@ -31,9 +39,10 @@ def features_command(photos, cache, slow_writes=False):
     return [sys.executable, *runner, "features", "--data", str(photos), "--cache", str(cache), *SETTINGS]
 
 
-def run_features(photos, cache, **env):
-    return subprocess.run(features_command(photos, cache), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **env})
+def run_features(photos, cache):
+    """The same `features` command, run with the CLI in this process: (exit code, its output)."""
+    result = make_cli(cache.parent)(*features_command(photos, cache)[3:])
+    return result.exit_code, result.output
 
 
 def store_files(cache):
@@ -51,8 +60,9 @@ def shard_count(cache):
 
 
 def start_and_kill(photos, cache, ready, sig=signal.SIGKILL, slow_writes=False):
+    env = {**os.environ, "SLOW_WRITES_PAUSE": SLOW_WRITES_PAUSE}
     process = subprocess.Popen(features_command(photos, cache, slow_writes), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 240
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -64,25 +74,43 @@ def start_and_kill(photos, cache, ready, sig=signal.SIGKILL, slow_writes=False):
 
 @pytest.fixture(scope="module")
 def unbroken(photos, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("unbroken")
-    result = run_features(photos, cache)
-    assert result.returncode == 0, result.stderr
+    cache = tmp_path_factory.mktemp("unbroken") / "cache"
+    code, output = run_features(photos, cache)
+    assert code == 0, output
     return store_files(cache)
 
 
-@pytest.mark.parametrize("after_shards", [1, 7])
-def test_sigkill_after_shards_resumes_to_identical_store(photos, unbroken, tmp_path, after_shards):
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="module")
+def killed_after_one_shard(photos, tmp_path_factory):
+    """The cache a real run left when SIGKILLed once its first shard was recorded; the tests that
+    start from that state each take a copy of it."""
+    cache = tmp_path_factory.mktemp("killed") / "cache"
+    code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= 1)
+    assert code == -signal.SIGKILL
+    return cache
+
+
+def sigkilled(photos, cache, after_shards, request):
+    """Fill ``cache`` as a run SIGKILLed after ``after_shards`` recorded shards leaves it."""
+    if after_shards == 1:
+        shutil.copytree(request.getfixturevalue("killed_after_one_shard"), cache, symlinks=True)
+        return
     code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= after_shards)
     assert code == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("after_shards", [1, 7])
+def test_sigkill_after_shards_resumes_to_identical_store(photos, unbroken, tmp_path, after_shards, request):
+    cache = tmp_path / "cache"
+    sigkilled(photos, cache, after_shards, request)
     written = shard_count(cache)
-    assert 0 < written < 19
+    assert 0 < written < SHARDS
     finished = {name: data for name, data in store_files(cache).items() if name.endswith(".npy")}
 
-    resumed = run_features(photos, cache)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{written} of 19 shards already written" in resumed.stderr
-    assert "Verified the resumed store" in resumed.stderr
+    code, output = run_features(photos, cache)
+    assert code == 0, output
+    assert f"{written} of {SHARDS} shards already written" in output
+    assert "Verified the resumed store" in output
     after = store_files(cache)
     assert after == unbroken
     for name, data in finished.items():  # no finished shard was redone differently
@@ -97,13 +125,12 @@ def test_sigkill_during_a_write_leaves_nothing_half_valid(photos, unbroken, tmp_
                              slow_writes=True)
     assert code == -signal.SIGKILL
     assert list(cache.rglob(pattern)), "the kill did not land inside a write"
-    verify = subprocess.run([sys.executable, "-m", "pipeline", "verify", "--store",
-                             str(next(p for p in cache.iterdir() if p.is_dir())), "--cache", str(cache)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert verify.returncode == 1 and "planned shard" in verify.stdout and "missing" in verify.stdout
+    verify = make_cli(tmp_path)("verify", "--store", next(p for p in cache.iterdir() if p.is_dir()),
+                                "--cache", cache)
+    assert verify.exit_code == 1 and "planned shard" in verify.stdout and "missing" in verify.stdout
 
-    resumed = run_features(photos, cache)
-    assert resumed.returncode == 0, resumed.stderr
+    code, output = run_features(photos, cache)
+    assert code == 0, output
     assert not list(cache.rglob(".*.tmp-*"))
     assert store_files(cache) == unbroken
 
@@ -114,23 +141,23 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(photos, unbroken, tmp_path):
     assert code == 130, err
     assert "Run the same command again to resume" in err and "Traceback" not in err
     assert not (next(p for p in cache.iterdir() if p.is_dir()) / ".lock").exists()
-    assert run_features(photos, cache).returncode == 0
+    assert run_features(photos, cache)[0] == 0
     assert store_files(cache) == unbroken
 
 
-def test_a_store_being_written_is_refused_and_a_stale_lock_taken_over(photos, unbroken, tmp_path):
+def test_a_store_being_written_is_refused_and_a_stale_lock_taken_over(photos, unbroken, tmp_path, request):
     cache = tmp_path / "cache"
-    code, _ = start_and_kill(photos, cache, lambda: shard_count(cache) >= 1)
+    sigkilled(photos, cache, 1, request)
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         (folder / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-        refused = run_features(photos, cache)
-        assert refused.returncode == 1
-        assert f"being written by process {holder.pid}" in refused.stderr and "Traceback" not in refused.stderr
+        code, output = run_features(photos, cache)
+        assert code == 1
+        assert f"being written by process {holder.pid}" in output and "Traceback" not in output
     finally:
         holder.kill()
         holder.wait()
-    taken_over = run_features(photos, cache)  # the holder is dead now: its lock is stale
-    assert taken_over.returncode == 0, taken_over.stderr
+    code, output = run_features(photos, cache)  # the holder is dead now: its lock is stale
+    assert code == 0, output
     assert store_files(cache) == unbroken

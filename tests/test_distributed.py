@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_WRITES = str(ROOT / "tests" / "slow_writes.py")  # every fsync pauses: a kill lands inside a write
-# 48 training and 12 validation images, 8 to a shard, 2 augmented passes: 20 shards.
+# 24 training and 6 validation images, 8 to a shard, 2 augmented passes: 10 shards.
 SETTINGS = ["--shard-size", "8", "--batch-size", "4", "--passes", "2"]
+SHARDS = 10
 
 
 def two_workers(**worker_options) -> LocalCluster:
@@ -35,12 +37,14 @@ def store_files(cache: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    return write_split_folder(tmp_path_factory.mktemp("distributed") / "photos", 24, 6)
+    return write_split_folder(tmp_path_factory.mktemp("distributed") / "photos", 12, 3)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with two_workers() as running:
+    """Two worker processes, shared by the tests below (each worker imports TensorFlow once).
+    Every fsync in a worker pauses first, so that a test can kill a worker inside a write."""
+    with two_workers(preload=[SLOW_WRITES], env={"SLOW_WRITES_PAUSE": "0.1"}) as running:
         yield running
 
 
@@ -58,13 +62,13 @@ def dask_store(photos, cluster, tmp_path_factory):
     result = cli(*extract_args(photos, cli.cache, *SETTINGS, "--backend", "dask",
                                "--scheduler", cluster.scheduler_address))
     assert result.exit_code == 0, result.output
-    assert "20 shard(s) on 2 Dask worker(s)" in result.output
+    assert f"{SHARDS} shard(s) on 2 Dask worker(s)" in result.output
     return cli
 
 
 def test_two_workers_write_the_local_store_byte_for_byte(local_store, dask_store):
     dask_files = store_files(dask_store.cache)
-    assert len([name for name in dask_files if name.endswith(".npy")]) == 20 * 3
+    assert len([name for name in dask_files if name.endswith(".npy")]) == SHARDS * 3
     assert dask_files == store_files(local_store)  # same key, shards, hashes and manifest
 
 
@@ -82,26 +86,30 @@ def test_the_heads_search_runs_on_the_cluster_and_chooses_as_locally(dask_store,
     assert chosen[0] == chosen[1]
 
 
-def test_a_worker_killed_mid_write_has_its_shard_rerun(photos, local_store, tmp_path):
+def test_a_worker_killed_mid_write_has_its_shard_rerun(photos, local_store, cluster, tmp_path):
     """SIGKILL the worker process that is in the middle of writing a shard file (every fsync
-    pauses); the nanny restarts it, the shard is rerun, and the store is the local one."""
+    pauses); the nanny restarts it, the shard is rerun, and the store is the local one.
+
+    The client is this process's CLI, run in a thread while this one watches the store."""
     cache = tmp_path / "cache"
-    with two_workers(preload=[SLOW_WRITES], env={"SLOW_WRITES_PAUSE": "0.1"}) as killable, \
-            Client(killable, set_as_default=False) as client:
+    with Client(cluster, set_as_default=False) as client:
         pids = set(client.run(os.getpid).values())
-        command = [sys.executable, "-m", "pipeline", *extract_args(photos, cache, *SETTINGS),
-                   "--backend", "dask", "--scheduler", killable.scheduler_address]
-        run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        outcome = {}
+        run = threading.Thread(target=lambda: outcome.update(result=make_cli(tmp_path)(
+            *extract_args(photos, cache, *SETTINGS), "--backend", "dask", "--scheduler",
+            cluster.scheduler_address)), daemon=True)
+        run.start()
         deadline = time.monotonic() + 120
         victim = None
-        while victim is None and run.poll() is None and time.monotonic() < deadline:
+        while victim is None and run.is_alive() and time.monotonic() < deadline:
             writing = [int(p.name.rsplit("-", 1)[1]) for p in cache.rglob(".shard-*.npy.tmp-*")]
             victim = next((pid for pid in writing if pid in pids), None)
             time.sleep(0.01)
         assert victim is not None, "no worker was caught writing a shard"
         os.kill(victim, signal.SIGKILL)
-        _, err = run.communicate(timeout=240)
-        assert run.returncode == 0, err
+        run.join(timeout=240)
+        assert not run.is_alive(), "the run did not finish after the worker was killed"
+        assert outcome["result"].exit_code == 0, outcome["result"].output
         assert victim not in client.run(os.getpid).values()
     (store,) = [p for p in cache.iterdir() if p.is_dir()]
     verify = make_cli(tmp_path)("verify", "--store", store, "--cache", cache)

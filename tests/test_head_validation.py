@@ -8,7 +8,7 @@ import pytest
 
 from heads import HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
 
-FAST = {"dense": {"epochs": 30, "patience": 5}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
+FAST = {"dense": {"epochs": 5, "patience": 2}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
 # The ensemble of the two fast members here; tests/test_ensemble.py votes with the dense head too.
 FAST["ensemble"] = {"members": "logreg,svm", "member_params": {"logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}}
 

@@ -7,7 +7,7 @@ from heads import HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head,
 
 # Fewer epochs for the dense head (it also refits), the ensemble with its two quick members;
 # tests/test_ensemble.py votes with the dense head too.
-QUICK = {"dense": {"epochs": 30, "patience": 5}, "ensemble": {"members": "logreg,svm"}}
+QUICK = {"dense": {"epochs": 5, "patience": 2}, "ensemble": {"members": "logreg,svm"}}
 
 
 def blobs(n_per_class=60, n_features=32, n_classes=3, seed=0, shape=None):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import BackboneSpec, ExtractConfig, FeatureError, FeatureStore, StoreWriter, resolve_weights, scan_dataset
-from features.extract import extract
+from features.extract import LocalExecutor, extract
 from features.store import TEMPORARY_MARK
 from features.verify import verify_store
 from features.manifest import new_manifest, store_key
@@ -99,18 +99,31 @@ class Interrupted(Exception):
     pass
 
 
+# Small trees (each example extracts its store about twice, a shard at a time) that still give
+# one or several shards per split and pass, a short last shard, and kills anywhere in the run.
 folder_trees = st.fixed_dictionaries({
-    "classes": st.lists(st.integers(1, 7), min_size=2, max_size=4),
+    "classes": st.lists(st.integers(1, 4), min_size=2, max_size=4),
     "layout": st.sampled_from(["hashed", "splits"]),
     "passes": st.integers(0, 2),
-    "shard_size": st.integers(1, 6),
-    "kill_after": st.integers(1, 40),
+    "shard_size": st.integers(1, 4),
+    "kill_after": st.integers(1, 30),
 })
+
+
+SPEC = BackboneSpec(weights=resolve_weights("none"), image_size=32, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    """One engine for every extraction below (what a LocalExecutor builds for each store when
+    given none); that a resumed run rebuilds the very same engine is tests/test_crash_safety.py's."""
+    from features import open_engine
+    return LocalExecutor(open_engine(SPEC))
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=folder_trees)
-def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
+def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, executor, tree):
     root = tmp_path_factory.mktemp("tree")
     counts = {f"class_{i}": n for i, n in enumerate(tree["classes"])}
     if tree["layout"] == "splits":
@@ -122,13 +135,12 @@ def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
         dataset = scan_dataset(root, val_fraction=0.4)
     except FeatureError:  # a hashed split may leave no validation image: correctly refused
         return
-    spec = BackboneSpec(weights=resolve_weights("none"), image_size=32, batch_size=4)
-    config = ExtractConfig(spec, passes=tree["passes"], shard_size=tree["shard_size"])
+    config = ExtractConfig(SPEC, passes=tree["passes"], shard_size=tree["shard_size"])
     key = store_key(dataset, config)
     header = new_manifest(dataset, config, key)
 
     whole = StoreWriter.open(root.parent / f"{root.name}-whole" / key, header)
-    extract(dataset, config, whole)
+    extract(dataset, config, whole, executor=executor)
     assert verify_store(whole.folder, whole.manifest) == []
 
     broken = StoreWriter.open(root.parent / f"{root.name}-broken" / key, header)
@@ -140,11 +152,11 @@ def test_store_invariants_and_resume_over_random_trees(tmp_path_factory, tree):
             raise Interrupted
 
     try:
-        extract(dataset, config, broken, on_images=stop_after_some)
+        extract(dataset, config, broken, on_images=stop_after_some, executor=executor)
     except Interrupted:
         pass
     resumed = StoreWriter.open(broken.folder, header)
-    extract(dataset, config, resumed)
+    extract(dataset, config, resumed, executor=executor)
     assert verify_store(resumed.folder, resumed.manifest) == []
     assert resumed.manifest == whole.manifest
     for path in whole.folder.rglob("*.npy"):

@@ -5,12 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import CATS_AND_DOGS, REAL_WEIGHTS
+from tests.conftest import CATS_AND_DOGS, REAL_WEIGHTS, make_cli
 
 pytestmark = pytest.mark.skipif(
     not (REAL_WEIGHTS.is_file() and CATS_AND_DOGS.is_dir()),
     reason=f"needs the real VGG16 weights at {REAL_WEIGHTS} and photos at {CATS_AND_DOGS}",
 )
+
+SIZE = 150
+CHECKED = 32  # validation photos of each class whose features are compared between precisions
 
 
 def link_photos(target, split, per_class):
@@ -21,13 +24,46 @@ def link_photos(target, split, per_class):
             (folder / source.name).symlink_to(source)
 
 
-def test_each_head_reaches_90_percent_on_real_photos(cli, tmp_path):
-    data = tmp_path / "cats_and_dogs"
+def checked_photos(animal):
+    return sorted((CATS_AND_DOGS / "validation" / animal).iterdir())[:CHECKED]
+
+
+def pixels_of(photos):
+    from features import load_pixels
+    return np.stack([load_pixels(p, SIZE) for p in photos]).astype("float32")
+
+
+def cosines(a, b):
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """100 training and 100 validation photos of each class, extracted once at the default
+    precision (int8 where the CPU has VNNI or AMX and OpenVINO is installed); shared below."""
+    folder = tmp_path_factory.mktemp("real")
+    cli = make_cli(folder)
+    data = folder / "cats_and_dogs"
     link_photos(data, "train", 100)
     link_photos(data, "validation", 100)
-    result = cli("features", "--data", data, "--weights", str(REAL_WEIGHTS), "--image-size", "150",
+    result = cli("features", "--data", data, "--weights", str(REAL_WEIGHTS), "--image-size", str(SIZE),
                  "--cache", cli.cache)
     assert result.exit_code == 0, result.output
+    cli.data = data
+    return cli
+
+
+@pytest.fixture(scope="module")
+def fp32_features():
+    """fp32 Keras features of the checked validation photos, by class."""
+    from features import BackboneSpec, open_engine, resolve_weights
+
+    engine = open_engine(BackboneSpec(resolve_weights(str(REAL_WEIGHTS)), image_size=SIZE, precision="fp32"))
+    return {animal: engine(pixels_of(checked_photos(animal))) for animal in ("cats", "dogs")}
+
+
+def test_each_head_reaches_90_percent_on_real_photos(extracted):
+    cli = extracted
     result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output
     (board,) = list(cli.runs.glob("*/leaderboard.json"))
@@ -36,43 +72,40 @@ def test_each_head_reaches_90_percent_on_real_photos(cli, tmp_path):
     assert {"dense", "logreg", "svm"} <= accuracies.keys() and min(accuracies.values()) >= 0.90, accuracies
 
 
-def test_bf16_features_drift_little_from_fp32_with_real_weights():
+def test_bf16_features_drift_little_from_fp32_with_real_weights(fp32_features):
     import keras
-    from features import BackboneSpec, load_pixels, open_engine, resolve_weights
+    from features import BackboneSpec, open_engine, resolve_weights
 
-    photos = sorted((CATS_AND_DOGS / "validation" / "dogs").iterdir())[:32]
-    pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
-    weights = resolve_weights(str(REAL_WEIGHTS))
-    features = {precision: open_engine(BackboneSpec(weights, image_size=150, precision=precision))(pixels)
-                for precision in ("fp32", "bf16")}
-    a, b = features["fp32"], features["bf16"]
-    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    spec = BackboneSpec(resolve_weights(str(REAL_WEIGHTS)), image_size=SIZE, precision="bf16")
+    bf16 = open_engine(spec)(pixels_of(checked_photos("dogs")))
+    cosine = cosines(fp32_features["dogs"], bf16)
     assert cosine.min() >= 0.999, cosine.min()
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_int8_features_drift_little_from_fp32_with_real_weights():
-    """The accuracy guard's drift check: calibrated as a store is (DEFAULT_CALIBRATION_IMAGES
-    training photos, no pooling in the model, pooled on the engine's output), checked on 32
-    validation photos of each class."""
-    from features import BackboneSpec, load_pixels, open_engine, resolve_weights, scan_dataset
-    from features.calibration import CALIBRATION_BATCH, calibration_batches, calibration_sources, quantize_int8
+def test_int8_features_drift_little_from_fp32_with_real_weights(extracted, fp32_features):
+    """The accuracy guard's drift check on an int8 store as `features` makes one: calibrated on
+    DEFAULT_CALIBRATION_IMAGES training photos (no pooling in the model, pooled on the engine's
+    output); the features it stored for 32 validation photos of each class against fp32 ones."""
+    from features import FeatureStore
     from features.spec import DEFAULT_CALIBRATION_IMAGES, engine_installed
 
     if not engine_installed():
         pytest.skip("the fast extra (openvino, nncf) is not installed")
-    weights = resolve_weights(str(REAL_WEIGHTS))
-    dataset = scan_dataset(CATS_AND_DOGS)
-    sources = calibration_sources(dataset, DEFAULT_CALIBRATION_IMAGES)
-    assert len(sources) == DEFAULT_CALIBRATION_IMAGES
-    batches = calibration_batches(dataset, sources, 150, CALIBRATION_BATCH)
-    from features.engines.openvino_engine import OpenVinoEngine
-
-    spec = BackboneSpec(weights, image_size=150)
-    int8 = OpenVinoEngine(quantize_int8(spec, batches), BackboneSpec(weights, image_size=150, precision="int8",
-                                                                    engine="openvino"), pool_maps=True)
-    photos = [p for animal in ("cats", "dogs") for p in sorted((CATS_AND_DOGS / "validation" / animal).iterdir())[:32]]
-    pixels = np.stack([load_pixels(p, 150) for p in photos]).astype("float32")
-    a, b = open_engine(spec)(pixels), int8(pixels)
-    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() >= 0.99, cosine.min()
+    cli = extracted
+    stores = [FeatureStore(p.parent) for p in cli.cache.glob("*/manifest.json")]
+    if not any(s.manifest["config"]["precision"] == "int8" for s in stores):  # auto chose bf16 or fp32 here
+        result = cli("features", "--data", cli.data, "--weights", str(REAL_WEIGHTS), "--image-size", str(SIZE),
+                     "--precision", "int8", "--cache", cli.cache)
+        assert result.exit_code == 0, result.output
+        stores = [FeatureStore(p.parent) for p in cli.cache.glob("*/manifest.json")]
+    (int8,) = [s for s in stores if s.manifest["config"]["precision"] == "int8"]
+    assert int8.manifest["config"]["engine"] == "openvino"
+    assert len(int8.manifest["int8"]["calibration"]["sources"]) == DEFAULT_CALIBRATION_IMAGES
+    rows = int8.split_arrays("validation")
+    stored = dict(zip(int8.source_paths(rows["sources"]), rows["features"]))
+    for animal in ("cats", "dogs"):
+        a = fp32_features[animal]
+        b = np.stack([stored[f"validation/{animal}/{p.name}"] for p in checked_photos(animal)])
+        cosine = cosines(a, b)
+        assert cosine.min() >= 0.99, (animal, cosine.min())
