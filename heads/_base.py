@@ -97,6 +97,13 @@ class Head(ClassifierMixin, BaseEstimator):
 
     name = "head"
     _parameter_constraints: dict[str, list] = {}
+    # What `compare` and `head` search by default (cross-validated on training rows); empty: none.
+    default_search_space: dict[str, list] = {}
+
+    @classmethod
+    def search_space_without(cls, given: dict) -> dict:
+        """The default search space less the parameters ``given`` explicitly (those are not searched)."""
+        return {name: values for name, values in cls.default_search_space.items() if name not in given}
 
     def _validate_params(self) -> None:
         """Raise a one-line ``HeadError`` naming the head, parameter, rule and value on the first
@@ -172,8 +179,8 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
 
 def _convert(name: str, text: str, default):
     if not isinstance(default, (bool, int, float, str)):
-        raise HeadError(f"Parameter {name!r} cannot be set with `param`; it comes from the config "
-                        "(pipeline/config.py).")
+        raise HeadError(f"Parameter {name!r} cannot be set with `param`; it comes from the head's "
+                        "default_search_space.")
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0"):

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from heads._base import Head, HeadError, Interval, check_training_data
+from heads._logreg import LogRegHead
 from heads._sklearn import grouped_folds, smallest_class
+from heads._svm import SVMHead
 
 STATE_FILE = "ensemble.json"
 MEMBER_HEADS = ("logreg", "svm", "dense")
@@ -45,12 +47,15 @@ class EnsembleHead(Head):
     ----------
     members : str, comma-separated heads to vote (two or more of logreg, svm, dense).
     member_params : dict or None, head name -> parameters for that member.
-    search_space : dict or None, head name -> its search space (``pipeline/config.py``).
+    search_space : dict or None, head name -> its search space (``default_search_space``).
     cv_folds : int, folds of the selection.
     seed : int, seeds the folds.
     """
 
     name = "ensemble"
+    # Each scikit-learn member searched over its own space (compare passes the members it has
+    # already fitted, so they are not searched again).
+    default_search_space = {"logreg": LogRegHead.default_search_space, "svm": SVMHead.default_search_space}
     _parameter_constraints = {
         "members": [MemberList()],
         "member_params": [None, dict],

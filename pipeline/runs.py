@@ -20,7 +20,6 @@ from features import FeatureStore
 from features.weights import file_sha256
 from features.store import atomic_write_bytes
 from heads import Head, create_head, head_class
-from pipeline.config import SEARCH_SPACES
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
 from pipeline.stores import write_json
@@ -49,13 +48,12 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
             members: dict[str, Run] | None = None) -> Run:
     """Fit ``head_name`` on the store's training rows (every pass), score it on validation.
 
-    With ``search``, a scikit-learn head first tunes itself on the training rows over its
-    space in ``config.SEARCH_SPACES``, less any parameter given in ``params``. ``members``:
+    With ``search``, a head first tunes itself on the training rows over its
+    ``default_search_space``, less any parameter given in ``params``. ``members``:
     runs of the ensemble's members already fitted on this store with the same settings, reused
     by the ensemble rather than fitted again; their fit seconds are added to its own.
     """
-    space = {k: v for k, v in SEARCH_SPACES.get(head_name, {}).items()
-             if k not in params and k.removeprefix("linear_") not in params}  # linear_C stands for C
+    space = head_class(head_name).search_space_without(params)
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
     head = create_head(head_name, **params)

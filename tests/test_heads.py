@@ -190,3 +190,14 @@ def test_svm_calibration_folds_keep_an_images_rows_together(calibration):
     proba = head.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert (proba.argmax(axis=1) == y).mean() > 0.9
+
+
+def test_each_head_declares_its_search_space_and_the_svm_owns_its_linear_c():
+    from heads import HEADS
+
+    assert HEADS["logreg"].default_search_space == {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}
+    assert HEADS["dense"].search_space_without({}) == {}
+    svm = HEADS["svm"]
+    assert {"C", "linear_C", "kernel", "normalize"} == set(svm.default_search_space)
+    assert set(svm.search_space_without({"C": 1.0})) == {"kernel", "normalize"}  # C given: neither solver's C searched
+    assert set(HEADS["ensemble"].search_space_without({})) == {"logreg", "svm"}
