@@ -59,10 +59,17 @@ def shard_count(cache):
     return 0
 
 
+def _as_from_a_terminal():
+    """Ctrl-C handled as at a terminal, even when the suite itself runs in the background (a
+    shell starts background jobs with SIGINT ignored, which Python then keeps ignoring)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_kill(photos, cache, ready, sig=signal.SIGKILL, slow_writes=False):
     env = {**os.environ, "SLOW_WRITES_PAUSE": SLOW_WRITES_PAUSE}
     process = subprocess.Popen(features_command(photos, cache, slow_writes), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 240
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
