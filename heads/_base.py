@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -123,6 +125,21 @@ class Head(ClassifierMixin, BaseEstimator):
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
             raise HeadError(f"This {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+
+    def _write_state(self, path: Path, **learned) -> None:
+        """Write ``path``: JSON of the parameters, classes, feature shape and ``learned`` state."""
+        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
+                 "feature_shape": list(self.feature_shape_), **learned}
+        Path(path).write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def _read_state(cls, path: Path) -> tuple["Head", dict]:
+        """A head with the parameters, classes and feature shape ``_write_state`` wrote, and the state."""
+        state = json.loads(Path(path).read_text())
+        head = cls(**state["params"])
+        head.classes_ = np.asarray(state["classes"])
+        head.feature_shape_ = tuple(state["feature_shape"])
+        return head, state
 
     def _check_features(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -164,18 +163,13 @@ class DenseHead(Head):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model_.save(folder / MODEL_FILE)
-        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
-                 "feature_shape": list(self.feature_shape_), "epochs": self.epochs_,
-                 "refitted": self.refitted_, "rows_seen": self.rows_seen_}
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+        self._write_state(folder / STATE_FILE, epochs=self.epochs_, refitted=self.refitted_,
+                          rows_seen=self.rows_seen_)
 
     @classmethod
     def load(cls, folder: Path) -> "DenseHead":
         folder = Path(folder)
-        state = json.loads((folder / STATE_FILE).read_text())
-        head = cls(**state["params"])
-        head.classes_ = np.asarray(state["classes"])
-        head.feature_shape_ = tuple(state["feature_shape"])
+        head, state = cls._read_state(folder / STATE_FILE)
         head.epochs_ = state["epochs"]
         head.refitted_, head.rows_seen_ = state.get("refitted", False), state.get("rows_seen")
         head.model_ = keras.saving.load_model(folder / MODEL_FILE)

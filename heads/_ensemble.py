@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -146,19 +145,14 @@ class EnsembleHead(Head):
         folder.mkdir(parents=True, exist_ok=True)
         for name, member in self.members_.items():
             member.save(folder / name)
-        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
-                 "feature_shape": list(self.feature_shape_), "chosen": self.chosen_,
-                 "cv_scores": self.cv_scores_, "selection_note": self.selection_note_, "reused": self.reused_}
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+        self._write_state(folder / STATE_FILE, chosen=self.chosen_, cv_scores=self.cv_scores_,
+                          selection_note=self.selection_note_, reused=self.reused_)
 
     @classmethod
     def load(cls, folder: Path) -> "EnsembleHead":
         from heads import head_class
         folder = Path(folder)
-        state = json.loads((folder / STATE_FILE).read_text())
-        head = cls(**state["params"])
-        head.classes_ = np.asarray(state["classes"])
-        head.feature_shape_ = tuple(state["feature_shape"])
+        head, state = cls._read_state(folder / STATE_FILE)
         head.chosen_, head.cv_scores_ = state["chosen"], state["cv_scores"]
         head.selection_note_, head.reused_ = state["selection_note"], state["reused"]
         head.members_ = {name: head_class(name).load(folder / name) for name in head.chosen_}
