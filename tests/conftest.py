@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,6 +88,14 @@ def make_cli(folder: Path):
 @pytest.fixture
 def cli(tmp_path):
     return make_cli(tmp_path)
+
+
+def cli_process(*args, prelude: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
+    """The CLI in a real process, after the Python statements ``prelude`` (e.g. one that hides a
+    module, or reports on exit what was imported); output captured as text."""
+    program = f"import sys; {prelude}; from pipeline.cli import app; sys.argv[0] = 'pipeline'; app()"
+    return subprocess.run([sys.executable, "-c", program, *map(str, args)], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:

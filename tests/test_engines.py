@@ -1,10 +1,7 @@
 """The OpenVINO engine: int8 stores calibrated once and kept with the store, fp32 agreement, errors."""
 
 import json
-import subprocess
 from dataclasses import replace
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +11,8 @@ from features.calibration import calibration_sources
 from features.engines import int8_model_path
 from features.spec import engine_installed as openvino_installed
 from features.spec import resolve_engine
-from tests.conftest import extract_args
+from tests.conftest import cli_process, extract_args
 
-ROOT = Path(__file__).resolve().parents[1]
 needs_openvino = pytest.mark.skipif(not openvino_installed(),
                                     reason="the fast extra (openvino, nncf) is not installed")
 
@@ -103,10 +99,8 @@ def test_int8_is_refused_on_keras_and_auto_picks_openvino():
 
 def test_int8_without_the_fast_extra_names_the_fix(tmp_path, flat_folder):
     """A real process in which openvino cannot be imported, as on an install without the extra."""
-    program = ("import sys; sys.modules['openvino'] = None; from pipeline.cli import app; "
-               "sys.argv[0] = 'pipeline'; app()")
-    result = subprocess.run([sys.executable, "-c", program, *extract_args(flat_folder, tmp_path / "cache"),
-                             "--precision", "int8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = cli_process(*extract_args(flat_folder, tmp_path / "cache"), "--precision", "int8",
+                         prelude="sys.modules['openvino'] = None", timeout=120)
     assert result.returncode == 1, result.stderr
     assert "pip install '.[fast]'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -1,15 +1,11 @@
 """`--precision auto`: the fastest arithmetic the CPU runs natively, and the reason, in one line."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from features.spec import choose_precision, cpu_flags, engine_installed, explain_precision
-from tests.conftest import extract_args
+from tests.conftest import cli_process, extract_args
 
-ROOT = Path(__file__).resolve().parents[1]
 
 ZEN4 = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}  # native bf16 and VNNI
 SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
@@ -57,10 +53,8 @@ def test_features_prints_what_auto_chose(cli, split_folder):
 
 def test_auto_without_the_engine_falls_back_and_names_the_fix(tmp_path, split_folder):
     """A real process in which openvino cannot be imported: no int8, and the line says why."""
-    program = ("import sys; sys.modules['openvino'] = None; from pipeline.cli import app; "
-               "sys.argv[0] = 'pipeline'; app()")
-    result = subprocess.run([sys.executable, "-c", program, *extract_args(split_folder, tmp_path / "cache"),
-                             "--precision", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_process(*extract_args(split_folder, tmp_path / "cache"), "--precision", "auto",
+                         prelude="sys.modules['openvino'] = None")
     assert result.returncode == 0, result.stderr
     expected, reason = choose_precision(cpu_flags(), engine_installed=False)
     assert f"precision auto -> {expected}: {reason}" in result.stdout + result.stderr

@@ -2,23 +2,17 @@
 the Keras engine, calibration, augmentation and the dense head, never to write an int8 store
 whose calibrated model is cached, and its C++ start-up lines never reach the user."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from features.spec import engine_installed
-from tests.conftest import extract_args
+from tests.conftest import cli_process, extract_args
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ("import sys, atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
-          "file=sys.stderr)); sys.argv[0] = 'pipeline'; from pipeline.cli import app; app()")
+REPORT = ("import atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
+          "file=sys.stderr))")
 
 
 def features(*args):
-    return subprocess.run([sys.executable, "-c", REPORT, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return cli_process(*args, prelude=REPORT)
 
 
 @pytest.mark.skipif(not engine_installed(), reason="the fast extra (openvino, nncf) is not installed")
