@@ -2,7 +2,7 @@
 # Every target creates .venv from pyproject.toml on first use.
 
 PYTHON ?= python3
-# QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), about 4x the
+# QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), 2.2-3.1x the
 # extraction time of the defaults: 320 px, each image and its mirror, average and max pooling.
 ifeq ($(QUALITY),max)
 IMAGE_SIZE ?= 320
