@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--count", type=int, default=64, help="calibration images")
     parser.add_argument("--batch", type=int, default=4, help="calibration batch size")
+    parser.add_argument("--calibration-size", type=int, help="side of the calibration images (default: as stores do)")
     parser.add_argument("--pooling", default="none", help="pooling inside the quantized model (none: as stores do)")
     parser.add_argument("--check", type=int, default=256, help="validation images for the drift check (0: none)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bottleneck-calibration"))
@@ -53,32 +54,28 @@ def main() -> None:
 
     since = STARTED
     import numpy as np
-    importlib.import_module("tensorflow")
-    since = stage("import tensorflow", since)
-    import nncf
     importlib.import_module("openvino")
+    importlib.import_module("nncf")
     since = stage("import openvino, nncf", since)
     from features import BackboneSpec, load_pixels, resolve_weights, scan_dataset
-    from features.calibration import calibration_batches, calibration_sources
+    from features.calibration import calibration_batches, calibration_image_size, calibration_sources, quantize_int8
     from features.engines import open_engine
-    from features.engines.openvino_engine import OpenVinoEngine, to_openvino
+    from features.engines.openvino_engine import OpenVinoEngine
     weights = resolve_weights(args.weights)
     # fp32 on Keras: the reference; int8 on OpenVINO: what is measured (features avg-pooled)
     fp32_spec = BackboneSpec(weights=weights, image_size=args.size, pooling="avg", seed=0, batch_size=32)
     spec = dataclasses.replace(fp32_spec, precision="int8", engine="openvino", calibration_images=args.count)
     dataset = scan_dataset(args.data)
     since = stage("weights hash, data scan", since)
-    batches = calibration_batches(dataset, calibration_sources(dataset, args.count), args.size, args.batch)
-    since = stage(f"decode {args.count} images", since)
-    model = to_openvino(spec, args.batch, pooling=args.pooling)
-    since = stage("build + convert (TF freed)", since)
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                              target_device=nncf.TargetDevice.CPU)
-    del model, batches
-    since = stage(f"nncf.quantize (batch {args.batch})", since)
+    side = args.calibration_size or calibration_image_size(args.size)
+    batches = calibration_batches(dataset, calibration_sources(dataset, args.count), side, args.batch)
+    since = stage(f"decode {args.count} images at {side} px", since)
+    quantized = quantize_int8(spec, batches, pooling=args.pooling)
+    del batches
+    since = stage(f"graph + nncf.quantize (batch {args.batch})", since)
     engine = OpenVinoEngine(quantized, spec, pool_maps=args.pooling == "none")  # maps out: avg-pooled here
     since = stage("compile", since)
-    result = {"data": str(args.data), "size": args.size, "count": args.count, "batch": args.batch,
+    result = {"data": str(args.data), "size": args.size, "calibration_size": side, "count": args.count, "batch": args.batch,
               "pooling_in_model": args.pooling, "stages": STAGES}
     if args.check:
         validation = dataset.indices("validation")[:: max(1, len(dataset.indices("validation")) // args.check)][:args.check]

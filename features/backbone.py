@@ -15,8 +15,7 @@ KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 def build_backbone(spec: BackboneSpec, precision: str | None = None, pooling: str | None = None) -> keras.Model:
     """VGG16 without its top, frozen, with its preprocessing, for ``spec``'s square input.
 
-    ``precision`` and ``pooling`` override the spec's (OpenVINO converts an fp32 graph; int8
-    quantizes the maps, pooled afterwards). bf16 builds the base under Keras'
+    ``precision`` and ``pooling`` override the spec's. bf16 builds the base under Keras'
     ``mixed_bfloat16`` policy (bfloat16 arithmetic, float32 weights), about twice as fast on
     CPUs with native bf16.
     """

@@ -4,8 +4,8 @@ TensorFlow prints start-up lines from C++ (CUDA probing, oneDNN notes) that igno
 ``TF_CPP_MIN_LOG_LEVEL``. ``mute_tensorflow_startup`` installs an import hook that catches
 the first ``import tensorflow``, wherever it comes from (Keras, a head, an engine), and runs
 it with the process's stderr file descriptor pointed at /dev/null. Python errors still
-surface. A command that never needs TensorFlow (an int8 store whose calibrated model is
-cached, the scikit-learn heads) never pays for loading it.
+surface. A command that never needs TensorFlow (an int8 store, the scikit-learn heads) never pays
+for loading it.
 """
 
 from __future__ import annotations

@@ -31,11 +31,12 @@ def test_a_second_store_reuses_the_calibrated_model_and_recalibrate_makes_a_new_
     first_data = write_split_folder(tmp_path / "first", 6, 3)
     result = cli(*extract_args(first_data, cli.cache, *INT8))
     assert result.exit_code == 0, result.output
-    assert "Calibrating int8 on 8 training images" in result.output
+    assert "Calibrating int8 on 8 training images at 32 px" in result.output  # half the 64 px images
     first = latest(cli)
     entry = cache_entry(cli)
     provenance = json.loads((entry / PROVENANCE_FILE).read_text())
     assert provenance["data_root"] == str(first_data.resolve()) and len(provenance["sources"]) == 8
+    assert provenance["calibration_image_size"] == 32 and provenance["image_size"] == 64
     assert {"date", "software", "sha256"} <= provenance.keys() and "openvino" in provenance["software"]
     assert first.manifest["int8"]["model"] == entry.name
     assert first.manifest["int8"]["calibration"] == provenance

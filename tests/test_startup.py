@@ -1,6 +1,7 @@
 """Start-up: a command loads only what it needs. TensorFlow (seconds to import) is loaded for
-the Keras engine, calibration, augmentation and the dense head, never to write an int8 store
-whose calibrated model is cached, and its C++ start-up lines never reach the user."""
+the Keras engine, augmentation, the dense head and calibration on random weights, never to write
+an int8 store whose calibrated model is cached (nor to calibrate from a weights file:
+tests/test_vgg16_graph.py), and its C++ start-up lines never reach the user."""
 
 import pytest
 

@@ -18,27 +18,11 @@ OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None):
     """The float32 backbone (preprocessing included) as an OpenVINO model of fixed batch size
-    (calibration needs one; ``OpenVinoEngine`` frees it).
+    (calibration needs one; ``OpenVinoEngine`` frees it), built from the weights file without
+    TensorFlow where the file allows (``vgg16_graph``)."""
+    from features.engines.vgg16_graph import conv_weights, vgg16_graph
 
-    TensorFlow's copy of the model is released before returning (Keras' session cleared),
-    so only OpenVINO's copy stays in memory.
-    """
-    import gc
-
-    import keras
-    import openvino as ov
-    import tensorflow as tf
-
-    from features.backbone import build_backbone
-
-    model = build_backbone(spec, precision="fp32", pooling=pooling)
-    forward = tf.function(lambda x, backbone=model: backbone(x, training=False))
-    signature = tf.TensorSpec((batch_size, spec.image_size, spec.image_size, 3), tf.float32)
-    converted = ov.convert_model(forward.get_concrete_function(signature))
-    del model, forward
-    keras.backend.clear_session()
-    gc.collect()
-    return converted
+    return vgg16_graph(conv_weights(spec), batch_size, spec.image_size, pooling or spec.pooling)
 
 
 def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
