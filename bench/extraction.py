@@ -13,9 +13,9 @@ Measures, in one run, interleaved over repeats (median and min-max):
   an int8 store that reuses the cached calibration, and the recipe as a script; each at two
   photo counts (--wall-images, default 200 and 1,000), whence the marginal rate
   (images/s once running) and the fixed seconds; peak memory of each process.
-Prints the tables with the goals marked and writes bench/results/<cpu>/<date>-<host>.json,
-where <cpu> names the CPU model (one folder per CPU); the CPU's model name and the flags
-that decide the precision are in every result file and table. Uses the real weights and
+Prints the tables with the goals marked and writes bench/results/<cpu>/<date>-<host>[-N].json
+(a new file each run), where <cpu> names the CPU model (one folder per CPU); the CPU's model
+name and the flags that decide the precision are in every result file and table. Uses the real weights and
 photos from ../shared when present, random weights and generated JPEGs otherwise.
 """
 
@@ -443,8 +443,11 @@ def main() -> None:
             result["wall_runs"] = wall_times(counts, args.wall_size, weights, scratch, args.wall_repeats)
             result["wall"] = summarise_wall(result["wall_runs"], counts)
     print_report(result)
-    out = ROOT / "bench" / "results" / _cpu_folder(result["cpu"]["model"]) / f"{result['date']}-{result['host']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = ROOT / "bench" / "results" / _cpu_folder(result["cpu"]["model"])
+    name = f"{result['date']}-{result['host']}"
+    out = next(path for number in range(1, 1000)
+               if not (path := folder / (f"{name}.json" if number == 1 else f"{name}-{number}.json")).exists())
+    folder.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwritten: {out.relative_to(ROOT)}")
 

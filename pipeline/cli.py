@@ -226,15 +226,15 @@ def features(
     dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype(ExtractConfig.dtype),
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
-             "int8 (about 4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
+             "int8 (about 3.5-4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
              "image size, cached for later stores); auto: int8 where the CPU has VNNI or AMX and "
              "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
     engine: Annotated[EngineName, typer.Option(
         help="What runs the convnet: keras, openvino (the optional fast extra: "
              "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = EngineName.AUTO,
     calibration_images: Annotated[Optional[int], typer.Option(
-        min=1, help="int8 only: training images the quantization is calibrated on "
-                    "(default 64).")] = None,
+        min=1, help="int8 only: training images the quantization is calibrated on, "
+                    "at half the image size (default 64).")] = None,
     recalibrate: Annotated[bool, typer.Option(
         "--recalibrate", help="int8 only: calibrate on this data even if a calibrated model for "
                               "these weights and image size is cached.")] = False,
