@@ -118,7 +118,7 @@ test: $(FAST_INSTALLED) $(DASK_INSTALLED)
 bench: $(FAST_INSTALLED)
 	$(BIN)/python bench/extraction.py $(BENCH_ARGS)
 
-## Accuracy ablation (views, sqrt_l2, dense refit, SVM calibration, ensemble) on cats_and_dogs and monkeys_10
+## Accuracy ablation (the recipe, views, sqrt_l2, dense refit, SVM calibration, ensemble, int8) on cats_and_dogs and monkeys_10
 .PHONY: accuracy
 accuracy: $(RUNTIME)
 	$(BIN)/python bench/accuracy.py --weights "$(if $(filter-out auto,$(WEIGHTS)),$(WEIGHTS),../shared/weights/vgg16_notop.weights.h5)"
