@@ -530,8 +530,8 @@ def print_report(result: dict) -> None:
                   f"{100 * row['median'] / ceiling:.0f}% of {ceiling:.1f} |")
         for row in result["paths"]:
             if row.get("calibration_seconds"):
-                print(f"int8 calibration at {row['size']} px ({DEFAULT_CALIBRATION_IMAGES} images): "
-                      f"{row['calibration_seconds']:.0f} s")
+                print(f"int8 calibration for {row['size']} px ({DEFAULT_CALIBRATION_IMAGES} images at "
+                      f"{calibration_image_size(row['size'])} px): {row['calibration_seconds']:.0f} s")
     for head, info in result.get("heads", {}).items():
         print(f"head {head} on {result['args']['head_rows']:,} x 512: {info['seconds']:.1f} s fit "
               f"(accuracy {info['accuracy']:.3f}; {info['details']})")
