@@ -73,6 +73,10 @@ def test_a_file_laid_out_otherwise_is_left_to_keras(tmp_path):
     with h5py.File(other, "w") as handle:
         handle.create_dataset("kernel", data=np.zeros((3, 3, 3, 64), np.float32))
     assert read_conv_weights(str(other)) is None
+    odd = tmp_path / "odd.weights.h5"
+    with h5py.File(odd, "w") as handle:  # Keras 3's group names, a dataset where a group belongs
+        handle.create_dataset("layers/conv2d", data=np.zeros(3))
+    assert read_conv_weights(str(odd)) is None
     (tmp_path / "not_hdf5.h5").write_bytes(b"not an HDF5 file")
     assert read_conv_weights(str(tmp_path / "not_hdf5.h5")) is None
 

@@ -62,7 +62,7 @@ def read_conv_weights(path: str) -> ConvWeights | None:
                 pairs = read(handle)
                 if _is_vgg16(pairs):
                     return [(np.asarray(k, np.float32), np.asarray(b, np.float32)) for k, b in pairs]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):  # not HDF5, or not the groups Keras writes
         pass
     return None
 
