@@ -47,8 +47,7 @@ from keras.applications import vgg16  # noqa: E402
 
 from features import ExtractConfig, StoreWriter, load_pixels, resolve_weights, scan_dataset  # noqa: E402
 from features.backbone import build_backbone  # noqa: E402
-from features.calibration import (CALIBRATION_BATCH, calibration_batches, calibration_image_size,  # noqa: E402
-                                  calibration_sources, quantize_int8)
+from features.calibration import calibration_image_size, quantize_on  # noqa: E402
 from features.engines import open_engine  # noqa: E402
 from features.engines.openvino_engine import OpenVinoEngine  # noqa: E402
 from features.extract import LocalExecutor, extract  # noqa: E402
@@ -173,9 +172,7 @@ class Paths:
         if precision != "int8":
             return open_engine(spec)
         started = time.perf_counter()  # as a store calibrates: no pooling in the model, pooled after
-        sample = calibration_sources(self.dataset, spec.calibration_images)
-        batches = calibration_batches(self.dataset, sample, calibration_image_size(self.size), CALIBRATION_BATCH)
-        model = quantize_int8(spec, batches)
+        model, _ = quantize_on(self.dataset, spec)
         self.calibration_seconds = time.perf_counter() - started
         return OpenVinoEngine(model, spec, pool_maps=True)
 

@@ -108,6 +108,17 @@ def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = 
     return quantized
 
 
+def quantize_on(dataset: Dataset, spec: BackboneSpec) -> tuple[object, list[int]]:
+    """The base quantized as a store's calibration does it (the spec's count of ``dataset``'s
+    training images, at ``calibration_image_size``, ``CALIBRATION_BATCH`` at a time), and the
+    images it used."""
+    sources = calibration_sources(dataset, spec.calibration_images)
+    side = calibration_image_size(spec.image_size)
+    logger.info("Calibrating int8 on %d training images at %d px (once per weights and image size; "
+                "later stores reuse it)...", len(sources), side)
+    return quantize_int8(spec, calibration_batches(dataset, sources, side, CALIBRATION_BATCH)), sources
+
+
 def model_hashes(folder: Path) -> dict[str, str]:
     return {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
 
@@ -210,13 +221,7 @@ def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedMo
     import openvino as ov
 
     started = time.perf_counter()
-    sources = calibration_sources(dataset, spec.calibration_images)
-    side = calibration_image_size(spec.image_size)
-    logger.info("Calibrating int8 on %d training images at %d px (once per weights and image size; "
-                "later stores reuse it)...", len(sources), side)
-    batches = calibration_batches(dataset, sources, side, CALIBRATION_BATCH)
-    quantized = quantize_int8(spec, batches)
-    del batches
+    quantized, sources = quantize_on(dataset, spec)
     root = Path(cache) / CACHE_DIR
     target = root / cache_id(spec)
     temporary = root / f".{target.name}{TEMPORARY_MARK}{os.getpid()}"
@@ -229,7 +234,7 @@ def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedMo
         provenance = {
             "format": CACHE_FORMAT, "weights": spec.weights.identity, "image_size": spec.image_size,
             "calibration_images": spec.calibration_images, "batch": CALIBRATION_BATCH, "seed": spec.seed,
-            "calibration_image_size": side,
+            "calibration_image_size": calibration_image_size(spec.image_size),
             "data_root": str(Path(dataset.root).resolve()),
             "sources": [dataset.sources[i].path for i in sources],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
