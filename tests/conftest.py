@@ -90,6 +90,11 @@ def cli(tmp_path):
     return make_cli(tmp_path)
 
 
+# A `cli_process` prelude that prints, on exit, whether the command imported TensorFlow.
+REPORT_TENSORFLOW = ("import atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
+                     "file=sys.stderr))")
+
+
 def cli_process(*args, prelude: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
     """The CLI in a real process, after the Python statements ``prelude`` (e.g. one that hides a
     module, or reports on exit what was imported); output captured as text."""

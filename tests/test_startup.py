@@ -6,14 +6,11 @@ tests/test_vgg16_graph.py), and its C++ start-up lines never reach the user."""
 import pytest
 
 from features.spec import engine_installed
-from tests.conftest import cli_process, extract_args
-
-REPORT = ("import atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
-          "file=sys.stderr))")
+from tests.conftest import REPORT_TENSORFLOW, cli_process, extract_args
 
 
 def features(*args):
-    return cli_process(*args, prelude=REPORT)
+    return cli_process(*args, prelude=REPORT_TENSORFLOW)
 
 
 @pytest.mark.skipif(not engine_installed(), reason="the fast extra (openvino, nncf) is not installed")

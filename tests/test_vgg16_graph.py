@@ -10,7 +10,7 @@ import pytest
 from features import BackboneSpec, open_engine, resolve_weights
 from features.engines.vgg16_graph import read_conv_weights
 from features.spec import engine_installed
-from tests.conftest import REAL_WEIGHTS, cli_process, extract_args
+from tests.conftest import REAL_WEIGHTS, REPORT_TENSORFLOW, cli_process, extract_args
 
 needs_openvino = pytest.mark.skipif(not engine_installed(), reason="the fast extra (openvino, nncf) is not installed")
 
@@ -23,6 +23,13 @@ def keras_weights(path=None, seed=0):
     keras.utils.set_random_seed(seed)
     model = vgg16.VGG16(include_top=False, weights=path, input_shape=(32, 32, 3))
     return model, [layer.get_weights() for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def assert_same_pairs(read, expected):
+    assert read is not None and len(read) == len(expected) == 13
+    for (kernel, bias), (expected_kernel, expected_bias) in zip(read, expected):
+        np.testing.assert_array_equal(kernel, expected_kernel)
+        np.testing.assert_array_equal(bias, expected_bias)
 
 
 @pytest.fixture(scope="module")
@@ -49,23 +56,13 @@ def weights_files(tmp_path_factory):
 def test_both_weight_layouts_read_as_keras_reads_them(weights_files, layout):
     path = weights_files[layout]
     read = read_conv_weights(str(path))
-    _, loaded_by_keras = keras_weights(str(path))
-    assert read is not None and len(read) == 13
-    for (kernel, bias), (keras_kernel, keras_bias) in zip(read, loaded_by_keras):
-        np.testing.assert_array_equal(kernel, keras_kernel)
-        np.testing.assert_array_equal(bias, keras_bias)
-    for (kernel, _), (saved_kernel, _) in zip(read, weights_files["pairs"]):
-        np.testing.assert_array_equal(kernel, saved_kernel)
+    assert_same_pairs(read, keras_weights(str(path))[1])
+    assert_same_pairs(read, weights_files["pairs"])
 
 
 @pytest.mark.skipif(not REAL_WEIGHTS.is_file(), reason=f"the real weights are not at {REAL_WEIGHTS}")
 def test_the_imagenet_weights_file_reads_as_keras_reads_it():
-    read = read_conv_weights(str(REAL_WEIGHTS))
-    _, loaded_by_keras = keras_weights(str(REAL_WEIGHTS))
-    assert read is not None
-    for (kernel, bias), (keras_kernel, keras_bias) in zip(read, loaded_by_keras):
-        np.testing.assert_array_equal(kernel, keras_kernel)
-        np.testing.assert_array_equal(bias, keras_bias)
+    assert_same_pairs(read_conv_weights(str(REAL_WEIGHTS)), keras_weights(str(REAL_WEIGHTS))[1])
 
 
 def test_a_file_laid_out_otherwise_is_left_to_keras(tmp_path):
@@ -94,9 +91,7 @@ def test_the_graph_from_the_file_gives_the_keras_backbones_features(weights_file
 
 @needs_openvino
 def test_a_first_int8_store_on_a_weights_file_calibrates_without_tensorflow(weights_files, split_folder, tmp_path):
-    report = ("import atexit; atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules, "
-              "file=sys.stderr))")
     result = cli_process(*extract_args(split_folder, tmp_path / "cache", "--weights", str(weights_files["keras3"]),
-                                       "--precision", "int8", "--calibration-images", "8"), prelude=report)
+                                       "--precision", "int8", "--calibration-images", "8"), prelude=REPORT_TENSORFLOW)
     assert result.returncode == 0, result.stderr
     assert "Calibrating int8" in result.stderr and "tensorflow loaded: False" in result.stderr
