@@ -34,6 +34,9 @@ Options (each alone against the baseline, then the defaults, then the best combi
   with VNNI or AMX), the accuracy guard at the defaults.
 - quality max: those heads on 320 px, views 2, avgmax (`QUALITY=max`; 320 px is not the 224 px
   of the other rows: a larger input, about 2x the extraction per view).
+- finetune: the finetune head (block 5 trained from ImageNet, with a softmax top) on the
+  block4_pool maps (a new store, float16).
+- finetune passes 2: the same with two augmented passes as extra rows (not run unless asked).
 
 Writes bench/results/accuracy-<date>.{md,json}.
 """
@@ -91,12 +94,16 @@ OPTIONS = {
     "defaults": ("avgmax", DEFAULT_HEADS),
     "defaults int8": ("avgmax-int8", DEFAULT_HEADS),
     "quality max": ("quality", DEFAULT_HEADS),
+    "finetune": ("block4", {"finetune": {}}),
+    "finetune passes 2": ("block4-passes2", {"finetune": {}}),
 }
+NOT_BY_DEFAULT = ("passes 2", "finetune passes 2")  # the slowest stores: run when asked
 STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views", "2"],
           "passes2": ["--pooling", "avg", "--passes", "2"], "avgmax": ["--pooling", "avgmax"],
           "quality": ["--image-size", "320", "--pooling", "avgmax", "--views", "2"],
           "maps": ["--pooling", "none", "--dtype", "float16"],
-          "avgmax-int8": ["--pooling", "avgmax", "--precision", "int8"]}  # the last --precision wins
+          "avgmax-int8": ["--pooling", "avgmax", "--precision", "int8"],  # the last --precision wins
+          "block4": ["--pooling", "block4_pool"], "block4-passes2": ["--pooling", "block4_pool", "--passes", "2"]}
 
 
 def build_store(data: Path, store: str, args) -> dict:
@@ -195,8 +202,8 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default="bf16", help="one precision for every store (default bf16)")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
-    parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o != "passes 2"],
-                        choices=list(OPTIONS), help="options to run (default: all but 'passes 2')")
+    parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o not in NOT_BY_DEFAULT],
+                        choices=list(OPTIONS), help=f"options to run (default: all but {', '.join(NOT_BY_DEFAULT)})")
     parser.add_argument("--extract-only", action="store_true", help="build the stores, fit nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

@@ -66,15 +66,15 @@ class VGG16Features(TransformerMixin, BaseEstimator):
     ``transform`` takes image paths (decoded exactly as `features` decodes them) or an
     array of RGB images (n, height, width, 3), values 0-255, resized bilinearly to
     ``image_size``; it returns float32 features of shape (n, 1024) with the default
-    ``pooling="avgmax"``, (n, 512) with avg or max, flattened maps with none (2 ``views``
-    average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
+    ``pooling="avgmax"``, (n, 512) with avg or max, flattened maps with none (block 5's) or
+    block4_pool (block 4's) (2 ``views`` average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
     instead of recomputed. ``fit`` learns nothing; the engine is built on first use.
 
     Parameters
     ----------
     image_size : int, square input size in pixels (32-1024).
-    pooling : {"avg", "max", "avgmax", "none"}
+    pooling : {"avg", "max", "avgmax", "none", "block4_pool"}
     views : {1, 2}
     weights : str, "auto", "imagenet", "none" (random) or a weights file path.
     precision : {"auto", "fp32", "bf16"}, the convnet's arithmetic; auto: bf16 where the CPU

@@ -31,6 +31,8 @@ def build_backbone(spec: BackboneSpec, precision: str | None = None, pooling: st
         base = vgg16.VGG16(include_top=False, weights=spec.weights.path,
                            input_shape=(spec.image_size, spec.image_size, 3),
                            pooling=pooling if pooling in (Pooling.AVG, Pooling.MAX) else None)
+        if pooling == Pooling.BLOCK4_POOL:  # block 5 is left to the finetune head
+            base = keras.Model(base.inputs, base.get_layer("block4_pool").output, name="vgg16_to_block4")
         features = base(vgg16_preprocessing()(images))
         if pooling == Pooling.AVGMAX:
             features = keras.layers.Concatenate(name="avg_max")([

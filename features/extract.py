@@ -15,7 +15,7 @@ from features.dataset import Dataset
 from features.engines import Engine, open_engine, view_features
 from features.errors import FeatureError
 from features.images import describe_error, load_pixels
-from features.spec import BackboneSpec, Dtype
+from features.spec import BackboneSpec, Dtype, Pooling
 from features.store import Shard, StoreWriter
 
 DECODE_BATCHES = 8  # batches decoded together before the engine runs on them
@@ -29,11 +29,14 @@ class ExtractConfig:
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     passes: int = 0
     shard_size: int = 1024
-    dtype: str = "float32"
+    dtype: str | None = None  # None: float16 for block4_pool maps (half the disk), else float32
     max_bad: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
+        if self.dtype is None:
+            maps = self.backbone.pooling == Pooling.BLOCK4_POOL
+            object.__setattr__(self, "dtype", (Dtype.FLOAT16 if maps else Dtype.FLOAT32).value)
         object.__setattr__(self, "dtype", Dtype.parse(self.dtype, "dtype").value)
 
     @property

@@ -39,6 +39,7 @@ class Pooling(Choice):
     MAX = "max"
     AVGMAX = "avgmax"  # average and max side by side: (1024,); the default (bench/results/accuracy-*.md)
     NONE = "none"  # the maps themselves: (size/32, size/32, 512)
+    BLOCK4_POOL = "block4_pool"  # block 4's maps, (size/16, size/16, 512): what the finetune head trains block5 on
 
 
 class Precision(Choice):
@@ -109,6 +110,12 @@ class BackboneSpec:
                                "BackboneSpec.resolve to choose them.")
         if engine is EngineName.KERAS and precision is Precision.INT8:
             raise FeatureError("int8 runs on the openvino engine only.")
+        if self.pooling == Pooling.BLOCK4_POOL and self.views != 1:
+            raise FeatureError(f"{Pooling.BLOCK4_POOL} keeps the maps, which a mirror's do not average with; "
+                               "pass views 1 (augmented passes add mirrored rows: `passes`).")
+        if self.pooling == Pooling.BLOCK4_POOL and precision is Precision.INT8:
+            raise FeatureError(f"{Pooling.BLOCK4_POOL} maps are extracted in fp32 or bf16 (the int8 base is "
+                               "calibrated for block 5's output); pass precision fp32, bf16 or auto.")
         object.__setattr__(self, "precision", precision.value)
         object.__setattr__(self, "engine", engine.value)
         for name in ("calibration_images", "batch_size"):
@@ -122,6 +129,10 @@ class BackboneSpec:
         (``reason`` says why) and the calibration count set for int8 only (other stores keep
         the recorded default, and so their keys)."""
         chosen, reason = explain_precision(precision)
+        if chosen == Precision.INT8 and reason and settings.get("pooling") == Pooling.BLOCK4_POOL:
+            chosen = native_precision(cpu_flags())
+            reason = (f"{Pooling.BLOCK4_POOL} maps are extracted in fp32 or bf16, and the CPU "
+                      f"{'multiplies bfloat16 natively' if chosen == Precision.BF16 else 'has no native bfloat16'}")
         engine = resolve_engine(engine, chosen)
         if chosen == Precision.INT8:
             calibration_images = calibration_images or DEFAULT_CALIBRATION_IMAGES
@@ -149,8 +160,8 @@ class BackboneSpec:
 
 
 def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
-    if pooling == Pooling.NONE:
-        side = image_size // 32
+    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
+        side = image_size // (32 if pooling == Pooling.NONE else 16)
         return (side, side, 512)
     return (1024,) if pooling == Pooling.AVGMAX else (512,)
 

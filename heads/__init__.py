@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from heads._base import Head, HeadError, parse_params
 
 _HOMES = {"dense": ("heads._dense", "DenseHead"), "logreg": ("heads._logreg", "LogRegHead"),
-          "svm": ("heads._svm", "SVMHead"), "ensemble": ("heads._ensemble", "EnsembleHead")}
+          "svm": ("heads._svm", "SVMHead"), "ensemble": ("heads._ensemble", "EnsembleHead"),
+          "finetune": ("heads._finetune", "FinetuneHead")}
 
 
 class _Registry(Mapping):
@@ -28,6 +29,9 @@ class _Registry(Mapping):
 
 
 HEADS: Mapping[str, type[Head]] = _Registry()
+# Heads that take VGG16's block4_pool maps (n, h, w, 512) and train block 5 on them; the others
+# take any features (pooled, or maps they flatten).
+MAPS_HEADS = frozenset({"finetune"})
 
 
 def head_class(name: str) -> type[Head]:
@@ -48,5 +52,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'heads' has no attribute {name!r}")
 
 
-__all__ = ["HEADS", "DenseHead", "EnsembleHead", "Head", "HeadError", "LogRegHead", "SVMHead",
+__all__ = ["HEADS", "MAPS_HEADS", "DenseHead", "EnsembleHead", "FinetuneHead", "Head", "HeadError", "LogRegHead", "SVMHead",
            "create_head", "head_class", "parse_params"]

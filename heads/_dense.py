@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from heads._base import Flag, Head, Interval, check_training_data
+from heads._training import RowBatches, holdout_split, input_scaling
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
@@ -83,10 +84,10 @@ class DenseHead(Head):
         fit_rows, stop_rows = self._holdout_split(y_index, groups)
         self.model_ = self._build(*input_scaling(*_statistics(X, fit_rows)), len(self.classes_))
         watched = "val_loss" if len(stop_rows) else "loss"
-        batches = _RowBatches(X, y_index, fit_rows, self.batch_size, self.seed)
+        batches = RowBatches(X, y_index, fit_rows, self.batch_size, self.seed)
         history = self.model_.fit(
             batches,
-            validation_data=_RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
+            validation_data=RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
             epochs=self.epochs, verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(
                 monitor=watched, patience=self.patience, restore_best_weights=True)],
@@ -103,7 +104,7 @@ class DenseHead(Head):
         every = np.arange(len(y_index))
         keras.utils.set_random_seed(self.seed)
         self.model_ = self._build(*input_scaling(*_statistics(X, every)), len(self.classes_))
-        batches = _RowBatches(X, y_index, every, self.batch_size, self.seed)
+        batches = RowBatches(X, y_index, every, self.batch_size, self.seed)
         self.model_.fit(batches, epochs=epochs, verbose=0)
         self.rows_seen_ = len(batches.served)
         return self
@@ -122,19 +123,7 @@ class DenseHead(Head):
         return head._train_on_every_row(X, y_index, self.epochs_)
 
     def _holdout_split(self, labels: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
-        """(fit rows, early-stopping rows): about ``holdout`` of the groups, drawn at random but
-        never the last group of a class, so every class is trained on; maybe no stopping rows."""
-        groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(np.unique(groups))
-        n_stop = max(1, int(round(self.holdout * len(order))))
-        position = np.searchsorted(np.sort(order), groups)  # each row's group, as an index
-        rank = np.argsort(order)[position]  # each row's group's place in the random order
-        kept = np.full(labels.max() + 1, len(order))  # per class, its first group in that order
-        np.minimum.at(kept, labels, rank)
-        candidates = np.setdiff1d(np.arange(len(order)), kept)  # in random order
-        stop = np.isin(rank, candidates[:n_stop])
-        return np.flatnonzero(~stop), np.flatnonzero(stop)
+        return holdout_split(labels, groups, self.holdout, self.seed)
 
     def _build(self, centre: np.ndarray, half_range: np.ndarray, mean: np.ndarray, variance: np.ndarray,
                n_classes: int) -> keras.Model:
@@ -188,41 +177,3 @@ def _statistics(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, ...
         low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
     mean = total / len(rows)
     return low, high, mean, np.maximum(squares / len(rows) - mean ** 2, 0.0)
-
-
-def input_scaling(low, high, mean, variance, tiny: float = 1e-6) -> tuple[np.ndarray, ...]:
-    """The two ``Normalization`` layers' settings: (centre, half range) mapping each feature's
-    training range to [-1, 1], then (mean, variance) of the mapped training values.
-
-    A half range below ``tiny`` times the largest one (a constant feature) is taken as 1, and
-    so is a mapped variance below ``tiny`` squared (the mapped values lie in [-1, 1], so that
-    threshold is relative): nothing is divided by a near-zero spread.
-    """
-    centre, half = (low + high) / 2, (high - low) / 2
-    half = np.where(half > tiny * half.max(initial=0.0), half, 1.0)
-    mapped_mean, mapped_variance = (mean - centre) / half, variance / half ** 2
-    return centre, half, mapped_mean, np.where(mapped_variance > tiny ** 2, mapped_variance, 1.0)
-
-
-class _RowBatches(keras.utils.PyDataset):
-    """Batches of ``X[rows]`` and their labels, gathered on demand; reshuffled each epoch when seeded."""
-
-    def __init__(self, X, labels: np.ndarray, rows: np.ndarray, batch_size: int, seed: int | None = None):
-        super().__init__()
-        self.X, self.labels, self.batch_size = X, labels, batch_size
-        self.rows = np.array(rows)
-        self.served: set[int] = set()  # distinct rows handed out so far
-        self.rng = None if seed is None else np.random.default_rng(seed)
-        self.on_epoch_end()
-
-    def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
-        self.served.update(rows.tolist())
-        return self.X[rows], self.labels[rows]
-
-    def on_epoch_end(self) -> None:
-        if self.rng is not None:
-            self.rng.shuffle(self.rows)

@@ -209,7 +209,8 @@ def features(
              f"Default {DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
     pooling: Annotated[Pooling, typer.Option(
         help="avg/max: 512 floats per image; avgmax: both, 1,024 floats; none: the whole map "
-             "(7x7x512 at 224).")] = Pooling(BackboneSpec.pooling),
+             "(7x7x512 at 224); block4_pool: block 4's maps (14x14x512 at 224), which the finetune "
+             "head trains block 5 on.")] = Pooling(BackboneSpec.pooling),
     weights: Annotated[str, typer.Option(
         help="auto ($VGG16_WEIGHTS, else the ImageNet download; random weights only for the "
              "built-in demo), imagenet, none (random, on purpose), or a weights file path.")
@@ -223,7 +224,9 @@ def features(
              "path), or for split folders without a validation folder.")] = 0.2,
     shard_size: Annotated[int, typer.Option(min=1, help="Most rows per shard file.")] = ExtractConfig.shard_size,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per convnet batch.")] = BackboneSpec.batch_size,
-    dtype: Annotated[Dtype, typer.Option(help="Precision the features are stored in.")] = Dtype(ExtractConfig.dtype),
+    dtype: Annotated[Optional[Dtype], typer.Option(
+        help="Precision the features are stored in. Default float32; float16 for block4_pool "
+             "maps (half the disk).")] = None,
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
              "int8 (about 3.5-4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
@@ -269,7 +272,7 @@ def features(
         views=views, seed=seed, batch_size=batch_size)
     if spec.reason:
         say(f"precision auto -> {spec.precision}: {spec.reason}")
-    settings = ExtractConfig(backbone=spec, passes=passes, shard_size=shard_size, dtype=dtype.value,
+    settings = ExtractConfig(backbone=spec, passes=passes, shard_size=shard_size, dtype=dtype and dtype.value,
                              max_bad=max_bad)
     try:
         store = build_store(dataset, settings, cache, backend=backend.value, scheduler=scheduler,
@@ -285,7 +288,8 @@ def features(
 @app.command()
 @user_errors
 def head(
-    head: Annotated[str, typer.Option(help="Head to fit: dense, logreg, svm or ensemble.")] = "logreg",
+    head: Annotated[str, typer.Option(
+        help="Head to fit: dense, logreg, svm or ensemble; finetune on a block4_pool store.")] = "logreg",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
     no_search: NoSearchOption = False,
@@ -315,10 +319,10 @@ def head(
 
 
 def head_names(heads: str) -> list[str]:
-    """The heads named by ``--heads`` (comma-separated, or 'all'), each checked."""
+    """The heads named by ``--heads`` (comma-separated), each checked."""
     from heads import HEADS, head_class
 
-    names = list(HEADS) if heads.strip() == "all" else [n.strip() for n in heads.split(",") if n.strip()]
+    names = [n.strip() for n in heads.split(",") if n.strip()]
     if not names:
         fail(f"--heads names no head; give a comma-separated list of {', '.join(HEADS)}, or all. "
              f"Received: {heads!r}", code=2)
@@ -330,7 +334,9 @@ def head_names(heads: str) -> list[str]:
 @app.command()
 @user_errors
 def compare(
-    heads: Annotated[str, typer.Option(help="Comma-separated heads to fit, or 'all'.")] = "all",
+    heads: Annotated[str, typer.Option(
+        help="Comma-separated heads to fit, or 'all' (every head but finetune; on a block4_pool "
+             "store, finetune).")] = "all",
     no_search: NoSearchOption = False,
     backend: SearchBackendOption = Backend.local,
     scheduler: SchedulerOption = None,
@@ -347,10 +353,11 @@ def compare(
     from pipeline.compare import compare_heads
     from pipeline.leaderboard import compact_cells
     from pipeline.report import write_report
+    from pipeline.runs import store_heads
     from pipeline.stores import open_store
 
-    names = head_names(heads)
     feature_store = open_store(cache, store)
+    names = store_heads(feature_store) if heads.strip() == "all" else head_names(heads)
     warn_if_stale(feature_store)
     with backend_client(backend.value, scheduler):
         board = compare_heads(feature_store, names, runs, search=not no_search)
@@ -377,7 +384,7 @@ def compare(
 def predict(
     images: Annotated[list[Path], typer.Argument(
         help="Image files and/or folders of images.", callback=expand_paths)],
-    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg, svm or ensemble.")] = "logreg",
+    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg, svm, ensemble or finetune.")] = "logreg",
     export: Annotated[Optional[Path], typer.Option(
         "--export", help="Use an exported head folder (from `export`) instead of --store/--head.",
         callback=expand_path)] = None,
@@ -395,7 +402,8 @@ def predict(
 ):
     """Classify images with the store's exact VGG16 settings and a fitted head."""
     from pipeline.export import load_export
-    from pipeline.predict import Predictor, expand_image_paths, predict_paths, recorded_weights
+    from pipeline.predict import Predictor, expand_image_paths, predict_paths
+    from pipeline.stores import recorded_weights
     from pipeline.predict_output import format_predictions
     from pipeline.runs import load_run
     from pipeline.stores import open_store
@@ -418,9 +426,9 @@ def predict(
 @app.command()
 @user_errors
 def export(
-    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg, svm or ensemble.")],
+    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg, svm, ensemble or finetune.")],
     out: Annotated[Path, typer.Option(
-        help="NAME.keras: one Keras model, raw images in, probabilities out (dense and logreg); "
+        help="NAME.keras: one Keras model, raw images in, probabilities out (dense, finetune and logreg); "
              "a folder for `predict --export` (logreg and svm).", callback=expand_path)],
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an earlier export at --out (never anything else).")] = False,

@@ -5,9 +5,10 @@ with ``force`` and only when it is an earlier export (a folder holding ``export.
 a ``.keras`` file with its ``.classes.json`` beside it); the new export is written under a
 temporary name first and swapped in whole.
 
-- dense: one Keras model, raw RGB images (0-255, any size) in, class probabilities out:
-  Resizing -> the backbone model (VGG16 preprocessing as a fixed 1x1 convolution, then the
-  base: the very model `features` runs) -> head.
+- dense and finetune: one Keras model, raw RGB images (0-255, any size) in, class probabilities
+  out: Resizing -> the backbone model (VGG16 preprocessing as a fixed 1x1 convolution, then the
+  base: the very model `features` runs; up to block4_pool for finetune) -> head (finetune's
+  holds the trained block 5).
   The base runs in the store's precision, float32 for an int8 store (Keras has no int8 VGG16).
   A ``<name>.classes.json`` beside it lists the class names in output order.
 - scikit-learn heads: a folder, ``export.json`` (backbone settings, weights, class names,
@@ -28,11 +29,11 @@ import numpy as np
 from features import FeatureStore, build_backbone
 from features.calibration import INT8_DIR, int8_problems, model_hashes
 from features.store import atomic_write_bytes
-from heads import DenseHead, LogRegHead, head_class
+from heads import DenseHead, FinetuneHead, LogRegHead, head_class
 from pipeline.errors import PipelineError
-from pipeline.predict import Predictor, backbone_settings, recorded_weights
+from pipeline.predict import Predictor, backbone_settings
 from pipeline.runs import MODEL_DIR, Run, hash_folder
-from pipeline.stores import write_json
+from pipeline.stores import recorded_weights, write_json
 
 EXPORT_FILE = "export.json"
 
@@ -48,12 +49,13 @@ def horizontal_flip(width: int) -> keras.Sequential:
                             name="horizontal_flip")
 
 
-KERAS_EXPORTABLE = (DenseHead, LogRegHead)
+KERAS_EXPORTABLE = (DenseHead, FinetuneHead, LogRegHead)
+KERAS_ONLY = (DenseHead, FinetuneHead)  # Keras networks: one .keras model, never a folder
 
 
 def head_layers(head) -> keras.Model:
     """The fitted head as Keras layers, features in, probabilities out."""
-    return head.model_ if isinstance(head, DenseHead) else logistic_regression_model(head)
+    return head.model_ if isinstance(head, KERAS_ONLY) else logistic_regression_model(head)
 
 
 def logistic_regression_model(head: LogRegHead) -> keras.Model:
@@ -100,8 +102,9 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
                                 "--param normalize=none.")
         check_destination(out, force, is_folder=False)
         return _export_keras(predictor, out, weights_override)
-    if isinstance(run.head, DenseHead):
-        raise PipelineError(f"The dense head exports as one Keras model: pass --out NAME.keras. Received: {out}")
+    if isinstance(run.head, KERAS_ONLY):
+        raise PipelineError(f"The {run.info['head']} head exports as one Keras model: pass --out NAME.keras. "
+                            f"Received: {out}")
     check_destination(out, force, is_folder=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)

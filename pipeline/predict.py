@@ -11,7 +11,6 @@ from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engi
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import is_image_name
 from features.images import describe_error
-from features.weights import file_sha256, resolve_weights
 from heads import Head
 from pipeline.errors import PipelineError
 from pipeline.runs import Run, class_probabilities
@@ -80,28 +79,6 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
     if not paths:
         raise PipelineError(f"No images found in {', '.join(map(str, items))}.")
     return paths
-
-
-def recorded_weights(recorded: dict, override: str | None = None) -> Weights:
-    """The weights features were extracted with; refuses any whose identity differs."""
-    if recorded["identity"] == "random":
-        return Weights(path=None, identity="random")
-    weights = resolve_weights(override) if override else _find_recorded(recorded)
-    if weights.identity != recorded["identity"]:
-        raise PipelineError(f"--weights {override} are not the weights the features were extracted "
-                            f"with ({recorded['identity']}). Pass those weights.")
-    return weights
-
-
-def _find_recorded(recorded: dict) -> Weights:
-    path = recorded["path"]
-    if path and Path(path).is_file() and (recorded["identity"] == "imagenet"
-                                          or recorded["identity"] == f"sha256:{file_sha256(path)}"):
-        return Weights(path=path, identity=recorded["identity"])
-    if recorded["identity"] == "imagenet":
-        return resolve_weights("imagenet")
-    raise PipelineError(f"The recorded weights file {path} is gone or changed. Pass --weights with "
-                        f"the file whose {recorded['identity']} matches.")
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:

@@ -19,10 +19,11 @@ import numpy as np
 from features import FeatureStore
 from features.weights import file_sha256
 from features.store import atomic_write_bytes
-from heads import Head, create_head, head_class
+from features.spec import Pooling
+from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
-from pipeline.stores import write_json
+from pipeline.stores import recorded_weights, write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -53,6 +54,7 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     runs of the ensemble's members already fitted on this store with the same settings, reused
     by the ensemble rather than fitted again; their fit seconds are added to its own.
     """
+    params = store_params(store, head_name, params)
     space = head_class(head_name).search_space_without(params)
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
@@ -88,7 +90,7 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
         "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
-                    ("solver_", "epochs_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
+                    ("solver_", "epochs_", "top_epochs_", "precision_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
                      "calibration_", "normalization_", "chosen_", "cv_scores_", "selection_note_", "reused_")
                     if hasattr(head, k)},
         "model_sha256": hash_folder(folder / MODEL_DIR),
@@ -96,6 +98,34 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     write_json(folder / METRICS_FILE, metrics, RUNS_FIX)
     write_json(folder / RUN_FILE, info, RUNS_FIX)  # last: it vouches for the files above
     return Run(folder, head, info, metrics)
+
+
+def takes_maps(store: FeatureStore) -> bool:
+    """Whether the store holds block4_pool maps (for the finetune head) rather than pooled features."""
+    return store.manifest["config"]["pooling"] == Pooling.BLOCK4_POOL
+
+
+def store_heads(store: FeatureStore) -> list[str]:
+    """What ``--heads all`` fits on this store: the finetune head on block4_pool maps, every other
+    head on pooled features."""
+    return [name for name in HEADS if (name in MAPS_HEADS) == takes_maps(store)]
+
+
+def store_params(store: FeatureStore, head_name: str, params: dict) -> dict:
+    """``params`` for ``head_name`` on this store, after checking that the head takes its features;
+    the finetune head gets the weights file the maps were extracted with (block 5 starts from it)."""
+    if (head_name in MAPS_HEADS) != takes_maps(store):
+        pooling = store.manifest["config"]["pooling"]
+        if head_name in MAPS_HEADS:
+            raise PipelineError(f"The {head_name} head trains VGG16's block 5 on block4_pool maps; store "
+                                f"{store.key} holds {pooling} features. Extract the maps with `features "
+                                "--pooling block4_pool` (make features POOLING=block4_pool).")
+        raise PipelineError(f"Store {store.key} holds block4_pool maps, which only the "
+                            f"{', '.join(sorted(MAPS_HEADS))} head takes. Fit it (--head finetune), or "
+                            f"extract pooled features (the default) for the {head_name} head.")
+    if head_name in MAPS_HEADS and "weights" not in params:
+        params = {**params, "weights": recorded_weights(store.manifest["weights"]).path}
+    return params
 
 
 def save_head(head: Head, folder: Path) -> None:

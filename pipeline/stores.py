@@ -16,6 +16,7 @@ from features.lock import StoreLock
 from features.manifest import new_manifest, read_manifest, store_key
 from features.store import atomic_write_bytes
 from features.verify import verify_store
+from features.weights import Weights, file_sha256, resolve_weights
 from pipeline.errors import PipelineError
 from pipeline.progress import progress
 
@@ -181,3 +182,25 @@ def manifest_summary(store: FeatureStore) -> str:
 def write_json(path: Path, payload: dict, fix: str = WRITE_FIX) -> None:
     """Write ``payload`` as JSON atomically; a failure is one line ending with ``fix``."""
     atomic_write_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode(), fix)
+
+
+def recorded_weights(recorded: dict, override: str | None = None) -> Weights:
+    """The weights features were extracted with; refuses any whose identity differs."""
+    if recorded["identity"] == "random":
+        return Weights(path=None, identity="random")
+    weights = resolve_weights(override) if override else _find_recorded(recorded)
+    if weights.identity != recorded["identity"]:
+        raise PipelineError(f"--weights {override} are not the weights the features were extracted "
+                            f"with ({recorded['identity']}). Pass those weights.")
+    return weights
+
+
+def _find_recorded(recorded: dict) -> Weights:
+    path = recorded["path"]
+    if path and Path(path).is_file() and (recorded["identity"] == "imagenet"
+                                          or recorded["identity"] == f"sha256:{file_sha256(path)}"):
+        return Weights(path=path, identity=recorded["identity"])
+    if recorded["identity"] == "imagenet":
+        return resolve_weights("imagenet")
+    raise PipelineError(f"The recorded weights file {path} is gone or changed. Pass --weights with "
+                        f"the file whose {recorded['identity']} matches.")

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
-from heads import HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
+from heads import HEADS, MAPS_HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
 
 # Fewer epochs for the dense head (it also refits), the ensemble with its two quick members;
 # tests/test_ensemble.py votes with the dense head too.
 QUICK = {"dense": {"epochs": 5, "patience": 2}, "ensemble": {"members": "logreg,svm"}}
+
+POOLED_HEADS = sorted(set(HEADS) - MAPS_HEADS)  # tests/test_finetune.py: the head on maps
 
 
 def blobs(n_per_class=60, n_features=32, n_classes=3, seed=0, shape=None):
@@ -18,7 +20,7 @@ def blobs(n_per_class=60, n_features=32, n_classes=3, seed=0, shape=None):
     return (X.reshape(len(y), *shape) if shape else X), y
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", POOLED_HEADS)
 def test_head_fits_saves_loads_and_predicts_identically(name, tmp_path):
     X, y = blobs()
     X_new, y_new = blobs(seed=0, n_per_class=20)
@@ -33,7 +35,7 @@ def test_head_fits_saves_loads_and_predicts_identically(name, tmp_path):
     np.testing.assert_array_equal(reloaded.classes_, head.classes_)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", POOLED_HEADS)
 def test_head_accepts_unpooled_feature_maps(name):
     X, y = blobs(shape=(2, 2, 8))
     head = create_head(name, **QUICK.get(name, {})).fit(X, y)

@@ -79,7 +79,7 @@ def test_a_file_laid_out_otherwise_is_left_to_keras(tmp_path):
 
 
 @needs_openvino
-@pytest.mark.parametrize("size, pooling", [(48, "none"), (37, "avgmax")])  # odd sides: pools round down
+@pytest.mark.parametrize("size, pooling", [(48, "none"), (37, "avgmax"), (48, "block4_pool")])  # odd: pools round down
 def test_the_graph_from_the_file_gives_the_keras_backbones_features(weights_files, size, pooling):
     spec = BackboneSpec(resolve_weights(str(weights_files["keras3"])), image_size=size, pooling=pooling, batch_size=4)
     images = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype(np.float32)

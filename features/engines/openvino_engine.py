@@ -27,7 +27,7 @@ def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None)
 
 def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
     """(batch, h, w, 512) maps pooled over h and w as Keras' global pooling does."""
-    if pooling == Pooling.NONE:
+    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
         return maps
     average = maps.mean(axis=(1, 2), dtype=np.float32)
     if pooling == Pooling.AVG:

@@ -20,6 +20,7 @@ from features.spec import BackboneSpec, Pooling
 CONVOLUTIONS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
                 (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
 POOL_AFTER = frozenset({1, 3, 6, 9, 12})
+BLOCK4_CONVOLUTIONS = 10  # the convolutions before block4_pool
 
 ConvWeights = list[tuple[np.ndarray, np.ndarray]]  # (kernel HWIO, bias) per convolution
 
@@ -88,7 +89,7 @@ def conv_weights(spec: BackboneSpec) -> ConvWeights:
 
 def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: str):
     """An OpenVINO model: (batch, size, size, 3) float32 RGB 0-255 in; the maps
-    (batch, h, w, 512) or their global pooling out."""
+    (batch, h, w, 512) (block 5's, or block 4's for ``block4_pool``) or their global pooling out."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -96,13 +97,15 @@ def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: s
     x = ops.transpose(images, ops.constant(np.array([0, 3, 1, 2], np.int64)))  # NCHW inside
     kernel, bias = preprocessing_kernel()
     x = _convolution(ops, x, kernel, bias, padding=0)
+    if pooling == Pooling.BLOCK4_POOL:  # block 5 is left to the finetune head
+        pairs = pairs[:BLOCK4_CONVOLUTIONS]
     for index, (kernel, bias) in enumerate(pairs):
         x = ops.relu(_convolution(ops, x, kernel, bias, padding=1))
         if index in POOL_AFTER:
             x = ops.max_pool(x, strides=[2, 2], dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0],
                              kernel_shape=[2, 2], rounding_type="floor").output(0)
     spatial = ops.constant(np.array([2, 3], np.int64))
-    if pooling == Pooling.NONE:
+    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
         x = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
     elif pooling == Pooling.AVG:
         x = ops.reduce_mean(x, spatial)
