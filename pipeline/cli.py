@@ -21,7 +21,7 @@ from features.extract import ExtractConfig  # its defaults (and BackboneSpec's) 
 from features.spec import (DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BackboneSpec, Dtype, EngineName,
                            Layout, Pooling, Precision)
 from pipeline import config
-from pipeline.display import printable
+from pipeline.display import describe_fit, printable
 from pipeline.quiet_tensorflow import mute_tensorflow_startup
 
 DISTRIBUTION = "bottleneck-heads"
@@ -314,8 +314,8 @@ def head(
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
         f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
         f"-> {run.folder}")
-    if run.info["details"]:
-        say("chosen: " + ", ".join(f"{k} {v}" for k, v in run.info["details"].items()))
+    if describe_fit(run.info["details"]):
+        say(f"fitted: {describe_fit(run.info['details'])}")
 
 
 def head_names(heads: str) -> list[str]:

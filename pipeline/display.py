@@ -1,4 +1,5 @@
-"""Text that is safe to print: file names are bytes on disk, not always UTF-8."""
+"""Text for the terminal: safe to print (file names are bytes on disk, not always UTF-8), and
+a fitted head's choices in words."""
 
 from __future__ import annotations
 
@@ -16,3 +17,33 @@ def printable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def describe_fit(details: dict) -> str:
+    """What a head chose while fitting (its run's ``details``), as one line for people."""
+    parts = []
+    if details.get("best_params"):
+        searched = ", ".join(f"{name}={value}" for name, value in details["best_params"].items())
+        score = details.get("cv_score")
+        parts.append(f"searched {searched}" + (f" (grouped CV accuracy {score:.4f})" if score is not None else ""))
+    if details.get("solver"):
+        parts.append(details["solver"])
+    if details.get("calibration"):
+        parts.append(f"probabilities calibrated by {details['calibration']}")
+    if "chosen" in details:
+        parts.append(f"votes with {' + '.join(details['chosen'])} (the members' best subset in grouped CV)")
+    if "top_epochs" in details:
+        parts.append(f"top {epochs(details['top_epochs'])}, then block 5 fine-tuned {epochs(details['epochs'])}"
+                     f"{' (the top alone did best on the holdout)' if details['epochs'] == 0 else ''}"
+                     f" in {details['precision']}")
+    elif "epochs" in details:
+        parts.append(f"{epochs(details['epochs'])} (early stopping on a grouped holdout)")
+    if "rows_seen" in details:
+        refitted = "then refitted on all" if details.get("refitted") else "trained on"
+        parts.append(f"{refitted} {details['rows_seen']} training rows")
+    parts += [note for note in (details.get("search_note"), details.get("selection_note")) if note]
+    return "; ".join(parts)
+
+
+def epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"

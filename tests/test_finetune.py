@@ -42,6 +42,7 @@ def finetuned(tmp_path_factory):
     fitted = cli("head", "--head", "finetune", "--param", "patience=0", "--param", "epochs=1",
                  "--param", "learning_rate=0.001", *common)
     assert fitted.exit_code == 0, fitted.output
+    assert "then block 5 fine-tuned 1 epoch in" in fitted.output  # what it chose, in words
     out = root / "export" / "finetune.keras"
     exported = cli("export", "--head", "finetune", "--out", out, *common)
     assert exported.exit_code == 0, exported.output
@@ -114,7 +115,8 @@ def test_the_export_predicts_what_predict_does(finetuned):
 
 
 def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(finetuned, tmp_path):
-    cli, photos, _, _, _ = finetuned
+    """Also: the same photos extracted with another pooling make another store."""
+    cli, photos, store, _, _ = finetuned
     runs = tmp_path / "runs"
     compared = cli("compare", "--cache", cli.cache, "--runs", runs)
     assert compared.exit_code == 0, compared.output
@@ -123,10 +125,12 @@ def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(
     refused = cli("head", "--head", "logreg", "--cache", cli.cache, "--runs", runs)
     assert refused.exit_code == 1 and "holds block4_pool maps, which only the finetune head takes" in refused.output
     pooled = make_cli(tmp_path)
-    assert pooled("features", "--data", photos, "--cache", pooled.cache, "--weights", "none",
+    assert pooled("features", "--data", photos, "--cache", pooled.cache, "--weights", store.manifest["weights"]["path"],
                   "--image-size", "32", "--precision", "fp32").exit_code == 0
     refused = pooled("head", "--head", "finetune", "--cache", pooled.cache, "--runs", pooled.runs)
     assert refused.exit_code == 1 and "--pooling block4_pool" in refused.output
+    maps_key, pooled_key = ((c.cache / "LATEST").read_text().strip() for c in (cli, pooled))
+    assert maps_key != pooled_key  # the same photos: the pooling is part of the store key
 
 
 def test_finetune_refuses_pooled_features():
