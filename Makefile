@@ -80,7 +80,7 @@ features: $(RUNTIME)
 		$(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(MAX_BAD),--max-bad $(MAX_BAD)) \
 		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) $(DISTRIBUTE) --cache "$(CACHE)"
 
-## Stage two: fit HEAD (dense, logreg, svm, ensemble) on the last store (or STORE; DATA: that folder's)
+## Stage two: fit HEAD (dense, logreg, svm, ensemble; finetune on a POOLING=block4_pool store) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
 head: $(USES_STORE)
 	$(CLI) head --head $(HEAD) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
@@ -97,7 +97,7 @@ predict: $(USES_STORE)
 	$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
 		--cache "$(CACHE)" --runs "$(RUNS)"
 
-## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, logreg) or a folder
+## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, finetune, logreg) or a folder
 .PHONY: export
 export: $(USES_STORE)
 	$(CLI) export --head $(HEAD) --out "$(OUT)" $(if $(FORCE),--force) --store $(STORE) \
@@ -118,7 +118,7 @@ test: $(FAST_INSTALLED) $(DASK_INSTALLED)
 bench: $(FAST_INSTALLED)
 	$(BIN)/python bench/extraction.py $(BENCH_ARGS)
 
-## Accuracy ablation (the recipe, views, sqrt_l2, dense refit, SVM calibration, ensemble, int8) on cats_and_dogs and monkeys_10
+## Accuracy ablation (the recipe, views, sqrt_l2, dense refit, SVM calibration, ensemble, int8, finetune) on cats_and_dogs and monkeys_10
 .PHONY: accuracy
 accuracy: $(RUNTIME)
 	$(BIN)/python bench/accuracy.py --weights "$(if $(filter-out auto,$(WEIGHTS)),$(WEIGHTS),../shared/weights/vgg16_notop.weights.h5)"
