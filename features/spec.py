@@ -194,7 +194,7 @@ def _named(flags: set[str]) -> str:
     return " and ".join(sorted(flag.upper() for flag in flags))
 
 
-def choose_precision(flags: set[str], engine_installed: bool) -> tuple[str, str]:
+def choose_precision(flags: set[str], openvino_installed: bool) -> tuple[str, str]:
     """What ``precision="auto"`` runs on a CPU with ``flags``, and why, in words.
 
     The fastest arithmetic the CPU runs natively that keeps the accuracy guard: int8 where
@@ -203,7 +203,7 @@ def choose_precision(flags: set[str], engine_installed: bool) -> tuple[str, str]
     included, against bf16's 2.0x); else bf16 where it multiplies bfloat16 natively; else fp32.
     """
     int8_flags, bf16_flags = flags & set(INT8_CPU_FLAGS), flags & set(BF16_CPU_FLAGS)
-    if int8_flags and engine_installed:
+    if int8_flags and openvino_installed:
         return "int8", f"the CPU has {_named(int8_flags)} and OpenVINO is installed"
     missing = (f"; int8 would be faster (the CPU has {_named(int8_flags)}) but needs OpenVINO and NNCF, "
                f"which are not installed: {INSTALL_ENGINE}") if int8_flags else ""
@@ -220,7 +220,7 @@ def explain_precision(precision: str) -> tuple[str, str | None]:
     precision = Precision.parse(precision, "precision")
     if precision is not Precision.AUTO:
         return precision.value, None
-    return choose_precision(cpu_flags(), _engine_installed())
+    return choose_precision(cpu_flags(), engine_installed())
 
 
 def resolve_precision(precision: str) -> str:
@@ -241,5 +241,3 @@ def resolve_engine(engine: str, precision: str) -> str:
         raise FeatureError(f"{reason} OpenVINO and NNCF, which are not installed: {INSTALL_ENGINE}.")
     return engine.value
 
-
-_engine_installed = engine_installed  # choose_precision's parameter of that name shadows it

@@ -57,7 +57,7 @@ def test_block4_pool_is_block_4s_maps_never_int8_nor_averaged_with_a_mirror(monk
         BackboneSpec(pooling="block4_pool", precision="int8", engine="openvino")
     with pytest.raises(FeatureError, match="pass views 1"):
         BackboneSpec(pooling="block4_pool", views=2)
-    monkeypatch.setattr("features.spec._engine_installed", lambda: True)
+    monkeypatch.setattr("features.spec.engine_installed", lambda: True)
     for flags, expected in (({"avx512_vnni", "avx512_bf16"}, "bf16"), ({"avx512_vnni"}, "fp32")):
         monkeypatch.setattr("features.spec.cpu_flags", lambda: flags)
         assert BackboneSpec.resolve(pooling="avgmax").precision == "int8"  # what auto picks for pooled features

@@ -56,7 +56,7 @@ def test_auto_without_the_engine_falls_back_and_names_the_fix(tmp_path, split_fo
     result = cli_process(*extract_args(split_folder, tmp_path / "cache"), "--precision", "auto",
                          prelude="sys.modules['openvino'] = None")
     assert result.returncode == 0, result.stderr
-    expected, reason = choose_precision(cpu_flags(), engine_installed=False)
+    expected, reason = choose_precision(cpu_flags(), openvino_installed=False)
     assert f"precision auto -> {expected}: {reason}" in result.stdout + result.stderr
     assert expected != "int8"
     assert not (tmp_path / "cache" / "int8-models").exists()
