@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from heads._base import Flag, Head, Interval, check_training_data
-from heads._training import RowBatches, holdout_split, input_scaling
+from heads._training import RowBatches, holdout_split
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
@@ -177,3 +177,17 @@ def _statistics(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, ...
         low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
     mean = total / len(rows)
     return low, high, mean, np.maximum(squares / len(rows) - mean ** 2, 0.0)
+
+
+def input_scaling(low, high, mean, variance, tiny: float = 1e-6) -> tuple[np.ndarray, ...]:
+    """The two ``Normalization`` layers' settings: (centre, half range) mapping each feature's
+    training range to [-1, 1], then (mean, variance) of the mapped training values.
+
+    A half range below ``tiny`` times the largest one (a constant feature) is taken as 1, and
+    so is a mapped variance below ``tiny`` squared (the mapped values lie in [-1, 1], so that
+    threshold is relative): nothing is divided by a near-zero spread.
+    """
+    centre, half = (low + high) / 2, (high - low) / 2
+    half = np.where(half > tiny * half.max(initial=0.0), half, 1.0)
+    mapped_mean, mapped_variance = (mean - centre) / half, variance / half ** 2
+    return centre, half, mapped_mean, np.where(mapped_variance > tiny ** 2, mapped_variance, 1.0)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from heads._base import Flag, Head, HeadError, Interval, Options, check_training_data
-from heads._training import RowBatches, holdout_split, input_scaling
+from heads._training import RowBatches, holdout_split
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,8 @@ POLICIES = {"bf16": "mixed_bfloat16", "fp32": "float32"}
 
 class FinetuneHead(Head):
     """Block 5 of VGG16 (three 3x3 convolutions and a pooling, initialised from ``weights``)
-    then the average and max of its maps, clipped to their training range and standardised
-    (as in the dense head), dropout, softmax; trained on the block4_pool maps a store cached,
-    so the images are never read again.
+    then the average and max of its maps, standardised, dropout, softmax; trained on the
+    block4_pool maps a store cached, so the images are never read again.
 
     Training has two steps. First the top alone is fitted on block 5's frozen features
     (computed once), with early stopping; this is a good head already. Then block 5 and the top
@@ -100,17 +99,19 @@ class FinetuneHead(Head):
             fit_rows, stop_rows = holdout_split(y_index, groups, self.holdout, self.seed)
         else:  # no early stopping: every row trains, for `epochs`
             fit_rows, stop_rows = np.arange(len(y_index)), np.array([], int)
+        logger.info("block 5's frozen features of %d training rows, then the top alone", len(y_index))
         block5 = self._block5(initial)
-        pooled = _pooled(block5, X, np.arange(len(y_index)))  # block 5's frozen features, once
+        pooled = _pooled(block5, X, np.arange(len(y_index)))  # once, for both fits of the top
         self.model_, self.top_epochs_ = self._fit_top(block5, pooled, y_index, fit_rows, stop_rows)
-        self.epochs_, rows = self._finetune(X, y_index, fit_rows, stop_rows)
+        self.epochs_ = self._finetune(X, y_index, fit_rows, stop_rows)
         self.refitted_ = bool(self.refit and len(stop_rows))
+        self.rows_seen_ = len(fit_rows)
         if self.refitted_:  # both steps again, on every row, for the counts just chosen
             every = np.arange(len(y_index))
             block5 = self._block5(initial)
             self.model_, _ = self._fit_top(block5, pooled, y_index, every, np.array([], int), self.top_epochs_)
-            _, rows = self._finetune(X, y_index, every, np.array([], int), self.epochs_)
-        self.rows_seen_ = len(rows)
+            self._finetune(X, y_index, every, np.array([], int), self.epochs_)
+            self.rows_seen_ = len(every)
         return self
 
     def _block5(self, initial: list[np.ndarray]) -> keras.Model:
@@ -133,14 +134,12 @@ class FinetuneHead(Head):
         """block5 + a new top fitted on the frozen ``pooled`` features of ``fit_rows``; its epochs
         are chosen on ``stop_rows`` (or given as ``epochs``)."""
         keras.utils.set_random_seed(self.seed)
-        rows = pooled[fit_rows]
-        centre, half_range, mean, variance = input_scaling(rows.min(axis=0), rows.max(axis=0), rows.mean(axis=0),
-                                                           rows.var(axis=0))
+        # Standardised, not clipped to the frozen features' range as the dense head clips its
+        # input: fine-tuning moves block 5's features beyond that range (the clip measured worse).
+        mean, variance = pooled[fit_rows].mean(axis=0), pooled[fit_rows].var(axis=0)
         top = keras.Sequential([
             keras.Input(shape=pooled.shape[1:]),
-            keras.layers.Normalization(mean=centre, variance=half_range ** 2),  # training range -> [-1, 1]
-            keras.layers.Activation("hard_tanh"),  # beyond it: clipped, as in the dense head
-            keras.layers.Normalization(mean=mean, variance=variance),
+            keras.layers.Normalization(mean=mean, variance=np.where(variance > 1e-12, variance, 1.0)),
             keras.layers.Dropout(self.dropout),
             keras.layers.Dense(len(self.classes_), activation="softmax", dtype="float32"),
         ], name="top")
@@ -160,14 +159,16 @@ class FinetuneHead(Head):
         return model, epochs
 
     def _finetune(self, X, labels: np.ndarray, fit_rows: np.ndarray, stop_rows: np.ndarray,
-                  epochs: int | None = None) -> tuple[int, set[int]]:
+                  epochs: int | None = None) -> int:
         """Train ``model_`` whole on ``fit_rows`` an epoch at a time; keep the weights of the
         epoch (0: none) with the lowest loss on ``stop_rows``, or train ``epochs`` when given.
-        Returns (epochs chosen, rows trained on)."""
+        Returns the epochs kept."""
         batches = RowBatches(X, labels, fit_rows, self.batch_size, self.seed)
         watch = epochs is None and len(stop_rows)
         held_out = RowBatches(X, labels, stop_rows, 64) if watch else None
         best_loss = self.model_.evaluate(held_out, verbose=0) if watch else None
+        if watch:
+            logger.info("top alone: holdout loss %.4f", best_loss)
         best_epoch, best_weights = 0, self.model_.get_weights()
         total = self.epochs if epochs is None else epochs
         for epoch in range(1, total + 1):
@@ -179,15 +180,15 @@ class FinetuneHead(Head):
                             time.perf_counter() - started)
                 continue
             loss = self.model_.evaluate(held_out, verbose=0)
-            logger.info("fine-tuning epoch %d/%d: holdout loss %.4f (top alone %s) (%.0f s)", epoch, total,
-                        loss, "best so far" if best_epoch == 0 else f"epoch {best_epoch} best", time.perf_counter() - started)
             if loss < best_loss:
                 best_loss, best_epoch, best_weights = loss, epoch, self.model_.get_weights()
-            elif epoch - best_epoch >= self.patience:
+            logger.info("fine-tuning epoch %d/%d: holdout loss %.4f, best so far: %s (%.0f s)", epoch, total, loss,
+                        f"epoch {best_epoch}" if best_epoch else "the top alone", time.perf_counter() - started)
+            if epoch - best_epoch >= self.patience:
                 break
         if watch:
             self.model_.set_weights(best_weights)
-        return best_epoch, batches.served | set(fit_rows.tolist())
+        return best_epoch
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""

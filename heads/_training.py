@@ -1,5 +1,4 @@
-"""What the Keras heads share: a grouped early-stopping holdout, batches gathered on demand, and
-the input scaling that clips each feature to its training range."""
+"""What the Keras heads share: a grouped early-stopping holdout and batches gathered on demand."""
 
 from __future__ import annotations
 
@@ -21,20 +20,6 @@ def holdout_split(labels: np.ndarray, groups, holdout: float, seed: int) -> tupl
     candidates = np.setdiff1d(np.arange(len(order)), kept)  # in random order
     stop = np.isin(rank, candidates[:n_stop])
     return np.flatnonzero(~stop), np.flatnonzero(stop)
-
-
-def input_scaling(low, high, mean, variance, tiny: float = 1e-6) -> tuple[np.ndarray, ...]:
-    """The two ``Normalization`` layers' settings: (centre, half range) mapping each feature's
-    training range to [-1, 1], then (mean, variance) of the mapped training values.
-
-    A half range below ``tiny`` times the largest one (a constant feature) is taken as 1, and
-    so is a mapped variance below ``tiny`` squared (the mapped values lie in [-1, 1], so that
-    threshold is relative): nothing is divided by a near-zero spread.
-    """
-    centre, half = (low + high) / 2, (high - low) / 2
-    half = np.where(half > tiny * half.max(initial=0.0), half, 1.0)
-    mapped_mean, mapped_variance = (mean - centre) / half, variance / half ** 2
-    return centre, half, mapped_mean, np.where(mapped_variance > tiny ** 2, mapped_variance, 1.0)
 
 
 class RowBatches(keras.utils.PyDataset):
