@@ -42,6 +42,9 @@ class Pooling(Choice):
     BLOCK4_POOL = "block4_pool"  # block 4's maps, (size/16, size/16, 512): what the finetune head trains block5 on
 
 
+MAP_STRIDES = {Pooling.NONE: 32, Pooling.BLOCK4_POOL: 16}  # the poolings that keep maps: input px per map cell
+
+
 class Precision(Choice):
     AUTO = "auto"
     FP32 = "fp32"
@@ -160,8 +163,8 @@ class BackboneSpec:
 
 
 def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
-    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
-        side = image_size // (32 if pooling == Pooling.NONE else 16)
+    if pooling in MAP_STRIDES:
+        side = image_size // MAP_STRIDES[pooling]
         return (side, side, 512)
     return (1024,) if pooling == Pooling.AVGMAX else (512,)
 

@@ -81,7 +81,7 @@ class DenseHead(Head):
         keras.utils.set_random_seed(self.seed)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.feature_shape_ = tuple(X.shape[1:])
-        fit_rows, stop_rows = self._holdout_split(y_index, groups)
+        fit_rows, stop_rows = holdout_split(y_index, groups, self.holdout, self.seed)
         self.model_ = self._build(*input_scaling(*_statistics(X, fit_rows)), len(self.classes_))
         watched = "val_loss" if len(stop_rows) else "loss"
         batches = RowBatches(X, y_index, fit_rows, self.batch_size, self.seed)
@@ -121,9 +121,6 @@ class DenseHead(Head):
         head.feature_shape_ = tuple(X.shape[1:])
         head.epochs_, head.refitted_ = self.epochs_, True
         return head._train_on_every_row(X, y_index, self.epochs_)
-
-    def _holdout_split(self, labels: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
-        return holdout_split(labels, groups, self.holdout, self.seed)
 
     def _build(self, centre: np.ndarray, half_range: np.ndarray, mean: np.ndarray, variance: np.ndarray,
                n_classes: int) -> keras.Model:

@@ -314,8 +314,9 @@ def head(
     say(f"{head}: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
         f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}, fit {m['fit_seconds']:.2f}s "
         f"-> {run.folder}")
-    if describe_fit(run.info["details"]):
-        say(f"fitted: {describe_fit(run.info['details'])}")
+    fitted = describe_fit(run.info["details"])
+    if fitted:
+        say(f"fitted: {fitted}")
 
 
 def head_names(heads: str) -> list[str]:
@@ -403,10 +404,9 @@ def predict(
     """Classify images with the store's exact VGG16 settings and a fitted head."""
     from pipeline.export import load_export
     from pipeline.predict import Predictor, expand_image_paths, predict_paths
-    from pipeline.stores import recorded_weights
     from pipeline.predict_output import format_predictions
     from pipeline.runs import load_run
-    from pipeline.stores import open_store
+    from pipeline.stores import open_store, recorded_weights
 
     if export is not None:
         predictor = load_export(export)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from heads import HEADS, MAPS_HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
+from heads._training import holdout_split
 
 FAST = {"dense": {"epochs": 5, "patience": 2}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
 # The ensemble of the two fast members here; tests/test_ensemble.py votes with the dense head too.
@@ -264,11 +265,11 @@ def test_small_class_is_counted_in_images_not_augmented_rows():
 def test_dense_holdout_keeps_every_class_in_training(rows):
     X, y = blobs(counts=[20, 20, rows], n_features=8)
     head = DenseHead(holdout=0.5)
-    fit_rows, stop_rows = head._holdout_split(y, None)
+    fit_rows, stop_rows = holdout_split(y, None, head.holdout, head.seed)
     assert set(y[fit_rows]) == {0, 1, 2} and len(stop_rows) > 0
     assert sorted(np.r_[fit_rows, stop_rows]) == list(range(len(y)))
     groups = np.arange(len(y)) // 2  # pairs of rows share a group: never split
-    fit_rows, stop_rows = head._holdout_split(y, groups)
+    fit_rows, stop_rows = holdout_split(y, groups, head.holdout, head.seed)
     assert not set(groups[fit_rows]) & set(groups[stop_rows])
 
 

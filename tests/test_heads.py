@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from heads import HEADS, MAPS_HEADS, DenseHead, HeadError, LogRegHead, SVMHead, create_head, parse_params
+from heads._training import holdout_split
 
 # Fewer epochs for the dense head (it also refits), the ensemble with its two quick members;
 # tests/test_ensemble.py votes with the dense head too.
@@ -154,7 +155,7 @@ def test_dense_refit_trains_a_fresh_network_on_every_training_row():
     X, y = blobs(n_per_class=30, n_features=16)
     groups = np.arange(len(y)) // 2
     held = DenseHead(epochs=6, patience=2, refit=False).fit(X, y, groups=groups)
-    fit_rows, stop_rows = held._holdout_split(np.unique(y, return_inverse=True)[1], groups)
+    fit_rows, stop_rows = holdout_split(np.unique(y, return_inverse=True)[1], groups, held.holdout, held.seed)
     assert not held.refitted_ and held.rows_seen_ == len(fit_rows) < len(y)  # the holdout never trained
     refitted = DenseHead(epochs=6, patience=2).fit(X, y, groups=groups)
     assert refitted.refitted_ and refitted.epochs_ == held.epochs_

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.spec import BackboneSpec, Pooling
+from features.spec import MAP_STRIDES, BackboneSpec, Pooling
 
 # OpenVINO's CPU plugin: arithmetic of the ops that are not quantized, fixed rather than
 # left to the plugin's default (which is bf16 on CPUs with AMX).
@@ -27,7 +27,7 @@ def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None)
 
 def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
     """(batch, h, w, 512) maps pooled over h and w as Keras' global pooling does."""
-    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
+    if pooling in MAP_STRIDES:
         return maps
     average = maps.mean(axis=(1, 2), dtype=np.float32)
     if pooling == Pooling.AVG:

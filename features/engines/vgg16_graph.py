@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from features.preprocessing import preprocessing_kernel
-from features.spec import BackboneSpec, Pooling
+from features.spec import MAP_STRIDES, BackboneSpec, Pooling
 
 # (input channels, output channels) of each 3x3 convolution, and after which ones a 2x2 max pool comes
 CONVOLUTIONS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
@@ -105,7 +105,7 @@ def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: s
             x = ops.max_pool(x, strides=[2, 2], dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0],
                              kernel_shape=[2, 2], rounding_type="floor").output(0)
     spatial = ops.constant(np.array([2, 3], np.int64))
-    if pooling in (Pooling.NONE, Pooling.BLOCK4_POOL):
+    if pooling in MAP_STRIDES:
         x = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
     elif pooling == Pooling.AVG:
         x = ops.reduce_mean(x, spatial)
