@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import Dataset
+from features.drift import check_drift
 from features.engines import INT8_DIR, INT8_MODEL_FILE, int8_model_path
 from features.errors import FeatureError
 from features.images import load_pixels
 from features.spec import MIN_IMAGE_SIZE, BackboneSpec
-from features.store import TEMPORARY_MARK, StoreWriter
+from features.store import TEMPORARY_MARK, StoreWriter, atomic_write_bytes
 from features.weights import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ MODEL_FILES = (MODEL_FILE, "vgg16-int8.bin")
 CACHE_DIR = "int8-models"  # inside the store cache: <cache>/int8-models/<id>/
 PROVENANCE_FILE = "calibration.json"
 # Bumped when the way the cached model is made changes (2: the preprocessing is a layer of
-# the converted graph; 3: the graph built from the weights file, calibrated at half the size).
-CACHE_FORMAT = 3
+# the converted graph; 3: the graph built from the weights file, calibrated at half the size;
+# 4: 7-bit weights in every layer, the same arithmetic on every CPU).
+CACHE_FORMAT = 4
 # Images per calibration batch: NNCF keeps every activation of a batch while it collects
 # statistics, so this sets calibration's peak memory (batch 32 at 224 px: 7.0 GB).
 CALIBRATION_BATCH = 4
@@ -94,6 +96,12 @@ def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = 
     Weights per channel, activations per tensor, from the batches' statistics (no bias
     correction: measured not needed); the batch size of the model is that of the batches.
     Stores quantize the maps (``pooling="none"``).
+
+    Every layer's weights are quantized to 7 bits (NNCF's overflow fix on all layers, not only the
+    first): CPUs without VNNI multiply u8 activations by s8 weights into 16-bit sums that saturate
+    with 8-bit weights (min cosine to fp32 0.88 on an AVX2-only EPYC), and fit with 7-bit ones. So
+    the model computes the same integer sums on every x86 CPU, VNNI or not, and one calibrated
+    model (one store, one Dask cluster of mixed workers) gives the same features everywhere.
     """
     import nncf
 
@@ -103,7 +111,8 @@ def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = 
     model = to_openvino(dataclasses.replace(spec, image_size=side), batch, pooling)
     quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                               target_device=nncf.TargetDevice.CPU,
-                              advanced_parameters=nncf.AdvancedQuantizationParameters(disable_bias_correction=True))
+                              advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                  overflow_fix=nncf.OverflowFix.ENABLE, disable_bias_correction=True))
     quantized.reshape([batch, spec.image_size, spec.image_size, 3])
     return quantized
 
@@ -240,7 +249,7 @@ def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedMo
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1), "software": _software(), "sha256": sha256,
         }
-        (temporary / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
+        (temporary / PROVENANCE_FILE).write_bytes(provenance_json(provenance))
         old = root / f".{target.name}.old{TEMPORARY_MARK}{os.getpid()}"
         if target.exists():
             os.replace(target, old)  # stores keep their own links to the old model's files
@@ -254,17 +263,29 @@ def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedMo
     return CalibratedModel(target, sha256, provenance)
 
 
+def provenance_json(provenance: dict) -> bytes:
+    return (json.dumps(provenance, indent=1, sort_keys=True) + "\n").encode()
+
+
 def calibrated_model(cache: Path, dataset: Dataset, spec: BackboneSpec, recalibrate: bool = False) -> CalibratedModel:
     """The cached int8 model for the spec's weights, image size and calibration count,
-    calibrated on ``dataset`` only when there is none yet or ``recalibrate`` asks for it."""
+    calibrated on ``dataset`` only when there is none yet or ``recalibrate`` asks for it, and
+    checked against fp32 on this CPU class (``features.drift``: raises ``Int8DriftError``)."""
     folder = Path(cache) / CACHE_DIR / cache_id(spec)
-    cached = None if recalibrate else read_cached(folder)
-    if cached is not None:
+    model = None if recalibrate else read_cached(folder)
+    if model is not None:
         logger.info("int8: reusing the model calibrated on %d images of %s (%s); `recalibrate` to "
-                    "calibrate on this data.", len(cached.provenance["sources"]),
-                    cached.provenance["data_root"], cached.provenance["date"])
-        return cached
-    return calibrate(cache, dataset, spec)
+                    "calibrate on this data.", len(model.provenance["sources"]),
+                    model.provenance["data_root"], model.provenance["date"])
+    else:
+        model = calibrate(cache, dataset, spec)
+    checked = set(model.provenance.get("drift", {}))
+    try:
+        check_drift(model.folder / MODEL_FILE, model.provenance, dataset, spec)
+    finally:  # a failed check is recorded too, so the next run falls back without measuring
+        if set(model.provenance["drift"]) != checked:
+            atomic_write_bytes(model.folder / PROVENANCE_FILE, provenance_json(model.provenance))
+    return model
 
 
 def install_int8_model(writer: StoreWriter, model: CalibratedModel) -> Path:

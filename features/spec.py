@@ -8,7 +8,7 @@ function that runs the base takes it, so the settings travel together and are ch
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -81,6 +81,9 @@ RECORDED_CALIBRATION_IMAGES = 300  # what fp32 and bf16 stores record (part of t
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in hardware
+# int8 runs fast on any x86 CPU with AVX2: without VNNI through u8 x s8 -> s16 products, which the
+# calibrated model's 7-bit weights keep from saturating (features.calibration).
+INT8_FALLBACK_FLAGS = ("avx2",)
 INSTALL_ENGINE = "pip install '.[fast]' (or pass FAST=1 to make)"
 
 
@@ -144,6 +147,13 @@ class BackboneSpec:
         return cls(precision=chosen, engine=engine, calibration_images=calibration_images,
                    reason=reason, **settings)
 
+    def without_int8(self, why: str) -> "BackboneSpec":
+        """This spec on the fastest path short of int8 (what ``auto`` falls back to when the
+        calibrated model drifts from fp32 on this CPU), ``reason`` saying why."""
+        precision, reason = fallback_precision(cpu_flags())
+        return replace(self, precision=precision, engine=resolve_engine(EngineName.AUTO.value, precision),
+                       calibration_images=RECORDED_CALIBRATION_IMAGES, reason=f"{why}; {reason}")
+
     @property
     def feature_shape(self) -> tuple[int, ...]:
         """Shape of one image's features: (512,) or (1024,) pooled, (s, s, 512) maps."""
@@ -193,6 +203,17 @@ def native_precision(flags: set[str]) -> str:
     return Precision.BF16.value if flags & set(BF16_CPU_FLAGS) else Precision.FP32.value
 
 
+def cpu_class(flags: set[str]) -> str:
+    """The class of int8 arithmetic a CPU with ``flags`` runs (what OpenVINO's kernels use):
+    ``amx``, ``avx512_vnni``, ``avx_vnni``, ``avx512``, ``avx2`` or ``baseline``. The drift guard
+    is measured once per class."""
+    for name, flag in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni"),
+                       ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return name
+    return "baseline"
+
+
 def _named(flags: set[str]) -> str:
     return " and ".join(sorted(flag.upper() for flag in flags))
 
@@ -200,22 +221,28 @@ def _named(flags: set[str]) -> str:
 def choose_precision(flags: set[str], openvino_installed: bool) -> tuple[str, str]:
     """What ``precision="auto"`` runs on a CPU with ``flags``, and why, in words.
 
-    The fastest arithmetic the CPU runs natively that keeps the accuracy guard: int8 where
-    it has int8 dot products (AVX512_VNNI, AVX_VNNI or AMX) and the OpenVINO engine is
-    installed (a whole store of 1,000 photos measured 3.5x the recipe on a Zen 4, calibration
-    included, against bf16's 2.0x); else bf16 where it multiplies bfloat16 natively; else fp32.
+    int8 wherever OpenVINO is installed and the CPU has int8 dot products (AVX512_VNNI, AVX_VNNI
+    or AMX) or AVX2: the whole command measured 3.5x the recipe on a Zen 4 (VNNI) and 2.6x on an
+    AVX2-only EPYC, calibration included, the fastest path on both. Its accuracy is checked by the
+    drift guard whenever a calibrated model meets a new CPU class (``features.drift``), which falls
+    back to ``fallback_precision``. Else bf16 where the CPU multiplies bfloat16 natively, else fp32.
     """
-    int8_flags, bf16_flags = flags & set(INT8_CPU_FLAGS), flags & set(BF16_CPU_FLAGS)
+    int8_flags = flags & set(INT8_CPU_FLAGS) or flags & set(INT8_FALLBACK_FLAGS)
     if int8_flags and openvino_installed:
         return "int8", f"the CPU has {_named(int8_flags)} and OpenVINO is installed"
-    missing = (f"; int8 would be faster (the CPU has {_named(int8_flags)}) but needs OpenVINO and NNCF, "
-               f"which are not installed: {INSTALL_ENGINE}") if int8_flags else ""
+    precision, reason = fallback_precision(flags)
+    if int8_flags:
+        reason += (f"; int8 would be faster (the CPU has {_named(int8_flags)}) but needs OpenVINO and "
+                   f"NNCF, which are not installed: {INSTALL_ENGINE}")
+    return precision, reason
+
+
+def fallback_precision(flags: set[str]) -> tuple[str, str]:
+    """The fastest precision short of int8, and why: bf16 where native, else fp32."""
+    bf16_flags = flags & set(BF16_CPU_FLAGS)
     if bf16_flags:
-        return "bf16", f"the CPU multiplies bfloat16 natively ({_named(bf16_flags)}){missing}"
-    if missing:
-        return "fp32", f"the CPU has no native bfloat16{missing}"
-    return "fp32", ("the CPU has neither int8 dot products (AVX512_VNNI, AVX_VNNI, AMX) nor native "
-                    "bfloat16 (AVX512_BF16, AMX)")
+        return "bf16", f"the CPU multiplies bfloat16 natively ({_named(bf16_flags)})"
+    return "fp32", "the CPU has no native bfloat16 (AVX512_BF16, AMX)"
 
 
 def explain_precision(precision: str) -> tuple[str, str | None]:
@@ -231,16 +258,26 @@ def resolve_precision(precision: str) -> str:
     return explain_precision(precision)[0]
 
 
+def choose_engine(precision: str, flags: set[str], openvino_installed: bool) -> str:
+    """What ``engine="auto"`` runs ``precision`` on: OpenVINO for int8 (only it runs int8) and for
+    fp32 on x86 CPUs with AVX2 when installed (1.5x Keras on an AVX2-only EPYC, as fast on a Zen 4),
+    else Keras (bf16: Keras reached 97% of the bf16 ceiling on a Zen 4)."""
+    if precision == Precision.INT8:
+        return EngineName.OPENVINO.value
+    if precision == Precision.FP32 and openvino_installed and "avx2" in flags:
+        return EngineName.OPENVINO.value
+    return EngineName.KERAS.value
+
+
 def resolve_engine(engine: str, precision: str) -> str:
-    """``keras`` or ``openvino`` for an already resolved ``precision``: ``auto`` is Keras for
-    fp32 and bf16 (no extra needed, as fast here) and OpenVINO for int8, which only it runs."""
+    """``keras`` or ``openvino`` for an already resolved ``precision``; ``auto`` is
+    ``choose_engine``'s pick for this CPU."""
     engine = EngineName.parse(engine, "engine")
     if engine is EngineName.AUTO:
-        engine = EngineName.OPENVINO if precision == Precision.INT8 else EngineName.KERAS
+        engine = EngineName(choose_engine(precision, cpu_flags(), engine_installed()))
     if engine is EngineName.KERAS and precision == Precision.INT8:
         raise FeatureError("int8 runs on OpenVINO only: use `engine` openvino (or auto).")
     if engine is EngineName.OPENVINO and not engine_installed():
         reason = "int8 needs" if precision == Precision.INT8 else "the openvino engine needs"
         raise FeatureError(f"{reason} OpenVINO and NNCF, which are not installed: {INSTALL_ENGINE}.")
     return engine.value
-

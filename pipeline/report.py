@@ -18,6 +18,7 @@ from PIL import Image  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from features import FeatureStore, load_pixels  # noqa: E402
+from features.drift import describe_drift  # noqa: E402
 from features.manifest import BACKBONE  # noqa: E402
 from features.store import atomic_write_bytes  # noqa: E402
 from pipeline.leaderboard import markdown_table, pairwise_cells, table_cells, to_markdown  # noqa: E402
@@ -146,11 +147,20 @@ def settings_rows(store: FeatureStore) -> list[list[str]]:
         ["backbone", BACKBONE],
         ["weights", weights["identity"] + (f" (warning: {weights['warning']})" if weights["warning"] else "")],
         ["image size", str(config["image_size"])], ["pooling", config["pooling"]],
+        ["precision", f"{config['precision']} on {config['engine']}"], *int8_drift_rows(manifest),
         ["augmented passes", str(config["passes"])], ["feature dtype", manifest["dtype"]],
         ["data", f"{manifest['data_root']} ({manifest['layout']} layout)"],
         ["images", f"{len(manifest['sources'])} in {len(store.class_names)} classes"],
         ["skipped files", f"{len(skipped)}" + "".join(f"; {s['path']} ({s['reason']})" for s in skipped[:20])],
     ]
+
+
+def int8_drift_rows(manifest: dict) -> list[list[str]]:
+    """An int8 store's drift from fp32, per CPU class it was checked on."""
+    if "int8" not in manifest:
+        return []
+    drift = manifest["int8"]["calibration"].get("drift", {})
+    return [["int8 drift", "; ".join(map(describe_drift, drift.values())) or "not measured"]]
 
 
 def write_report(store: FeatureStore, board: dict, runs: Path) -> Path:

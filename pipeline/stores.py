@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from features import Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, plan_shards, scan_dataset
 from features.extract import extract
 from features.api import LATEST_FILE, store_path
-from features.calibration import calibrated_model, install_int8_model
+from features.calibration import CalibratedModel, calibrated_model, install_int8_model
 from features.distributed import DaskExecutor, check_backend
+from features.drift import DRIFT_THRESHOLD, Int8DriftError
 from features.lock import StoreLock
 from features.manifest import new_manifest, read_manifest, store_key
 from features.store import atomic_write_bytes
@@ -40,8 +41,7 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
     check_backend(backend, scheduler)
     if config.weights.warning:
         logger.warning("%s", config.weights.warning)
-    spec = config.backbone
-    int8 = calibrated_model(cache, dataset, spec, recalibrate) if spec.precision == "int8" else None
+    config, int8 = _int8_or_fallback(cache, dataset, config, recalibrate)
     key = store_key(dataset, config, int8.identity if int8 else None)
     folder = cache / key
     with StoreLock(folder):
@@ -50,6 +50,9 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
             header["int8"] = int8.record()
         writer = StoreWriter.open(folder, header)
         if int8:
+            if writer.manifest.get("int8") != header["int8"]:  # resumed: drift measured on another CPU since
+                writer.manifest["int8"] = header["int8"]
+                writer.save_manifest()
             install_int8_model(writer, int8)
         plan = plan_shards(dataset, config.passes, config.shard_size)
         _drop_damaged_shards(writer, plan)
@@ -72,6 +75,27 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
             logger.info("Verified the resumed store: every shard's sha256, rows and labels check out.")
     _mark_latest(cache, key)
     return FeatureStore(folder)
+
+
+def _int8_or_fallback(cache: Path, dataset: Dataset, config: ExtractConfig,
+                      recalibrate: bool) -> tuple[ExtractConfig, CalibratedModel | None]:
+    """The config to extract with and, for int8, its calibrated model, checked against fp32 on this
+    CPU. A model that drifts stops an int8 that was asked for (``Int8DriftError``); under
+    ``precision auto`` the config falls back to the fastest path short of int8, saying why."""
+    spec = config.backbone
+    if spec.precision != "int8":
+        return config, None
+    try:
+        return config, calibrated_model(cache, dataset, spec, recalibrate)
+    except Int8DriftError as error:
+        if not spec.reason:
+            raise
+        drift = error.drift
+        fallback = spec.without_int8(f"int8 drifts from fp32 on this CPU ({drift['cpu_class']}: min cosine "
+                                     f"{drift['min_cosine']:.4f} < {DRIFT_THRESHOLD})")
+        logger.warning("precision auto -> %s on the %s engine: %s", fallback.precision, fallback.engine,
+                       fallback.reason)
+        return replace(config, backbone=fallback), None
 
 
 def _drop_damaged_shards(writer: StoreWriter, plan: list) -> None:

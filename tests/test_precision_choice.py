@@ -3,16 +3,18 @@
 
 import pytest
 
-from features.spec import choose_precision, cpu_flags, engine_installed, explain_precision
+from features.spec import (choose_engine, choose_precision, cpu_class, cpu_flags, engine_installed, explain_precision,
+                           fallback_precision)
 from tests.conftest import cli_process, extract_args
 
 
 ZEN4 = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}  # native bf16 and VNNI
-SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
+SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
 CASCADE_LAKE = {"avx2", "avx512f", "avx512_vnni"}  # VNNI only
 ALDER_LAKE = {"avx2", "avx_vnni"}  # VNNI on AVX2 only
-COOPER_LAKE_NO_VNNI = {"avx512f", "avx512_bf16"}  # bf16 only (made up: no such CPU lacks VNNI)
-HASWELL = {"avx2", "fma"}  # neither
+ZEN3 = {"avx2", "fma"}  # AVX2 only: no AVX-512, no VNNI, no bf16
+SKYLAKE_SERVER = {"avx2", "avx512f"}  # AVX-512 without VNNI
+SANDY_BRIDGE = {"avx", "sse4_2"}  # no AVX2
 
 
 @pytest.mark.parametrize("flags, installed, precision, words", [
@@ -21,19 +23,44 @@ HASWELL = {"avx2", "fma"}  # neither
     (SAPPHIRE_RAPIDS, True, "int8", "AMX_INT8 and AVX512_VNNI"),
     (SAPPHIRE_RAPIDS, False, "bf16", "AMX_BF16 and AVX512_BF16"),
     (CASCADE_LAKE, True, "int8", "AVX512_VNNI and OpenVINO is installed"),
-    (CASCADE_LAKE, False, "fp32", "no native bfloat16; int8 would be faster (the CPU has AVX512_VNNI)"),
+    (CASCADE_LAKE, False, "fp32", "no native bfloat16 (AVX512_BF16, AMX); int8 would be faster (the CPU has AVX512_VNNI)"),
     (ALDER_LAKE, True, "int8", "AVX_VNNI"),
     (ALDER_LAKE, False, "fp32", "not installed: pip install"),
-    (COOPER_LAKE_NO_VNNI, True, "bf16", "bfloat16 natively (AVX512_BF16)"),
-    (COOPER_LAKE_NO_VNNI, False, "bf16", "bfloat16 natively (AVX512_BF16)"),
-    (HASWELL, True, "fp32", "neither int8 dot products"),
-    (HASWELL, False, "fp32", "neither int8 dot products"),
-    (set(), True, "fp32", "neither"),  # flags unknown (not Linux)
+    (ZEN3, True, "int8", "the CPU has AVX2 and OpenVINO is installed"),
+    (ZEN3, False, "fp32", "int8 would be faster (the CPU has AVX2) but needs OpenVINO"),
+    (SKYLAKE_SERVER, True, "int8", "the CPU has AVX2 and OpenVINO"),
+    (SANDY_BRIDGE, True, "fp32", "no native bfloat16"),
+    (set(), True, "fp32", "no native bfloat16"),  # flags unknown (not Linux)
 ])
 def test_auto_picks_the_fastest_native_precision_and_says_why(flags, installed, precision, words):
     chosen, reason = choose_precision(flags, installed)
     assert chosen == precision
     assert words in reason, reason
+
+
+@pytest.mark.parametrize("flags, installed, engines", [
+    (ZEN4, True, {"int8": "openvino", "bf16": "keras", "fp32": "openvino"}),
+    (ZEN3, True, {"int8": "openvino", "fp32": "openvino"}),  # OpenVINO fp32 1.5x Keras there
+    (ZEN3, False, {"int8": "openvino", "fp32": "keras"}),  # (int8 then says what to install)
+    (SANDY_BRIDGE, True, {"fp32": "keras", "bf16": "keras"}),
+    (set(), True, {"fp32": "keras"}),
+])
+def test_auto_engine_is_openvino_for_int8_and_for_fp32_on_avx2(flags, installed, engines):
+    assert {p: choose_engine(p, flags, installed) for p in engines} == engines
+
+
+@pytest.mark.parametrize("flags, klass", [
+    (SAPPHIRE_RAPIDS, "amx"), (ZEN4, "avx512_vnni"), (CASCADE_LAKE, "avx512_vnni"), (ALDER_LAKE, "avx_vnni"),
+    (SKYLAKE_SERVER, "avx512"), (ZEN3, "avx2"), (SANDY_BRIDGE, "baseline"), (set(), "baseline"),
+])
+def test_each_cpu_falls_in_the_class_of_its_int8_arithmetic(flags, klass):
+    assert cpu_class(flags) == klass
+
+
+@pytest.mark.parametrize("flags, fallback", [(ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"), (ZEN3, "fp32"),
+                                             (CASCADE_LAKE, "fp32")])
+def test_without_int8_auto_falls_back_to_the_next_fastest_path(flags, fallback):
+    assert fallback_precision(flags)[0] == fallback
 
 
 def test_auto_on_this_cpu_is_the_pure_choice_and_explicit_precisions_pass_through():

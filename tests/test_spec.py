@@ -8,7 +8,8 @@ import pytest
 
 from features import BackboneSpec, FeatureError, FeatureStore, open_engine, resolve_weights
 from features.backbone import build_backbone
-from features.spec import DEFAULT_CALIBRATION_IMAGES, RECORDED_CALIBRATION_IMAGES, Pooling, engine_installed
+from features.spec import (DEFAULT_CALIBRATION_IMAGES, RECORDED_CALIBRATION_IMAGES, Pooling, choose_engine, cpu_flags,
+                           engine_installed)
 from tests.conftest import extract_args
 
 RANDOM = resolve_weights("none")
@@ -32,10 +33,10 @@ def test_a_bad_setting_is_refused_naming_the_parameter(settings, message):
 def test_resolve_chooses_precision_and_engine_once_and_keeps_the_recorded_calibration_count():
     spec = BackboneSpec.resolve(weights=RANDOM, image_size=64)
     assert spec.precision in ("fp32", "bf16", "int8") and spec.reason
-    assert spec.engine == ("openvino" if spec.precision == "int8" else "keras")
+    assert spec.engine == choose_engine(spec.precision, cpu_flags(), engine_installed())
     expected = DEFAULT_CALIBRATION_IMAGES if spec.precision == "int8" else RECORDED_CALIBRATION_IMAGES
     assert spec.calibration_images == expected
-    asked = BackboneSpec.resolve(precision="fp32", calibration_images=12, weights=RANDOM)
+    asked = BackboneSpec.resolve(precision="fp32", engine="keras", calibration_images=12, weights=RANDOM)
     assert (asked.precision, asked.engine, asked.reason) == ("fp32", "keras", None)
     assert asked.calibration_images == RECORDED_CALIBRATION_IMAGES  # fp32 keys never change with it
     assert BackboneSpec.from_settings(asked.settings(), RANDOM) == asked
