@@ -42,7 +42,7 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     info = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert info["params"]["C"] == 0.1 and info["store_key"] == run.parent.name
-    assert set(info["model_sha256"]) == {"model.joblib"}
+    assert set(info["model_sha256"]) == {"model.skops"}
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "fit_seconds",
                 "predict_ms_per_image", "confusion_matrix", "per_class"):
         assert key in metrics
@@ -152,7 +152,7 @@ def test_head_from_another_store_is_refused(cli, flat_folder):
 
 def test_tampered_head_is_refused(cli, flat_folder):
     fitted(cli, flat_folder, "logreg")
-    (model,) = list(cli.runs.glob("*/logreg/model/model.joblib"))
+    (model,) = list(cli.runs.glob("*/logreg/model/model.skops"))
     model.write_bytes(model.read_bytes() + b"\0")
     one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
                    "does not match the sha256")

@@ -135,7 +135,7 @@ def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, 
     from_store = cli("predict", *images, "--head", "svm", "--cache", cli.cache, "--runs", cli.runs).stdout
     from_export = cli("predict", *images, "--export", out).stdout
     assert from_export == from_store and len(from_store.splitlines()) == 6
-    (out / "model" / "model.joblib").write_bytes(b"tampered")
+    (out / "model" / "model.skops").write_bytes(b"tampered")
     refused = cli("predict", *images, "--export", out)
     assert refused.exit_code == 1 and "do not match the sha256" in refused.output
 
