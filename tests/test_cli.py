@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from features.calibration import model_identity
 from tests.conftest import extract_args, write_images
 
 COMMANDS = ("features", "head", "compare", "predict", "verify", "export")
@@ -57,6 +58,9 @@ def test_compare_ranks_every_head(compared):
     rows = json.loads(board.read_text())["rows"]
     assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
     assert [row["rank"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:  # each row names the exact model it scored
+        recorded = json.loads((folder / row["head"] / "run.json").read_text())["model_sha256"]
+        assert row["model"] == model_identity(recorded) and row["model"].startswith("sha256:")
     accuracies = [row["accuracy"] for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     markdown = (board.parent / "leaderboard.md").read_text()
