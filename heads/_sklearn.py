@@ -13,7 +13,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardSca
 from heads._base import Head, HeadError, Interval, Options, check_training_data
 
 MODEL_FILE = "model.skops"
-LEGACY_FILE = "model.joblib"  # a pickle, written before 0.3: never opened
+LEGACY_FILE = "model.joblib"  # a pickle, as earlier versions saved heads: never opened
 # What a saved head may hold beyond the types skops.io trusts itself (scikit-learn's public
 # estimators, numpy arrays, builtins): anything else in the file refuses it unopened.
 TRUSTED_TYPES = ("heads._logreg.LogRegHead", "heads._svm.SVMHead", "heads._sklearn.signed_sqrt_l2",
