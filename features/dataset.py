@@ -67,6 +67,7 @@ class Dataset:
     sources: tuple[SourceFile, ...]
     unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason): entries left out, never opened
     warnings: tuple[str, ...] = ()
+    twins: tuple[tuple[int, ...], ...] = ()  # source indices of files with the same bytes in one class
 
     def indices(self, split: str) -> list[int]:
         return [i for i, s in enumerate(self.sources) if s.split == split]
@@ -231,8 +232,9 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
     class_names = [name for name in plan.folders if found.get(name)]
     _check_classes(root, class_names)
     _check_duplicates(root, found)
+    first_of = _twins(root, found)  # a set of copies takes the split of its first path
     sources = [
-        SourceFile(relpath, label, split_name or hashed_split(relpath, val_fraction),
+        SourceFile(relpath, label, split_name or hashed_split(first_of.get(relpath, relpath), val_fraction),
                    info.st_size, info.st_mtime_ns)
         for label, name in enumerate(class_names)
         for split_name, relpath, info in found[name]
@@ -241,8 +243,11 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
     if unnamed:
         plan.warnings.append(f"{len(unnamed)} file(s) without an image extension read as images by their "
                              f"content: {', '.join(map(shown, unnamed[:5]))}{' ...' if len(unnamed) > 5 else ''}.")
-    dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sorted(sources, key=lambda s: s.path)),
-                      tuple(sorted(plan.skipped)), tuple(plan.warnings))
+    sources = sorted(sources, key=lambda s: s.path)
+    twins = _twin_indices(sources, first_of)
+    plan.warnings += _twin_warnings(sources, twins)
+    dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sources),
+                      tuple(sorted(plan.skipped)), tuple(plan.warnings), twins)
     _check_splits(dataset)
     return dataset
 
@@ -349,6 +354,49 @@ def _check_duplicates(root: Path, found: dict[str, list]) -> None:
     copies = _across_classes(same_size, lambda file: _content_hash(root / file[1]))
     if copies:
         raise _duplicate_error(root, copies, "hold the same bytes")
+
+
+def _twins(root: Path, found: dict[str, list]) -> dict[str, str]:
+    """Relative path -> the first (sorted) path of its set, for each file with a same-bytes copy in
+    its class. Only files whose size occurs twice in a class are read."""
+    first_of = {}
+    for images in found.values():
+        by_size = {}
+        for _, relpath, info in images:
+            by_size.setdefault(info.st_size, []).append(relpath)
+        by_content = {}
+        for paths in (paths for paths in by_size.values() if len(paths) > 1):
+            for relpath in paths:
+                by_content.setdefault(_content_hash(root / relpath), []).append(relpath)
+        for digest, paths in by_content.items():
+            if digest is not None and len(paths) > 1:
+                first_of.update(dict.fromkeys(paths, min(paths)))
+    return first_of
+
+
+def _twin_indices(sources: list[SourceFile], first_of: dict[str, str]) -> tuple[tuple[int, ...], ...]:
+    """The source indices of each set of same-bytes files, sets in order of their first index."""
+    sets = {}
+    for index, source in enumerate(sources):
+        if source.path in first_of:
+            sets.setdefault(first_of[source.path], []).append(index)
+    return tuple(sorted(tuple(indices) for indices in sets.values()))
+
+
+def _twin_warnings(sources: list[SourceFile], twins: tuple[tuple[int, ...], ...]) -> list[str]:
+    """What to say of same-bytes copies: how many, and how many straddle split folders."""
+    if not twins:
+        return []
+    copies = sum(len(indices) - 1 for indices in twins)
+    example = " = ".join(shown(sources[i].path) for i in twins[0][:2])
+    lines = [f"{copies} photo(s) are same-bytes copies of another in their class (e.g. {example}); each "
+             "set is kept on one side of the split and of every cross-validation fold."]
+    straddling = [indices for indices in twins if len({sources[i].split for i in indices}) > 1]
+    if straddling:
+        lines.append(f"{len(straddling)} set(s) of copies lie in different split folders (e.g. "
+                     f"{' and '.join(shown(sources[i].path) for i in straddling[0][:2])}): scores on the "
+                     "split holding a copy of a training photo are optimistic. Delete the extra copies.")
+    return lines
 
 
 def _across_classes(files: list, key) -> list[list]:

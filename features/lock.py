@@ -1,7 +1,8 @@
-"""An exclusive lock on a store folder, so two extractions never write the same shards."""
+"""Exclusive kernel locks on folders being written (a store, a run), which die with their process."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -10,56 +11,63 @@ from pathlib import Path
 from features.errors import FeatureError
 from features.store import make_store_folder
 
-LOCK_FILE = ".lock"
+class FolderLock:
+    """``with FolderLock(path, what):`` holds an exclusive ``flock`` on the file ``path`` or refuses
+    in one line naming the holder (its pid and host, which it writes into the file).
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-class StoreLock:
-    """``with StoreLock(folder):`` holds ``folder/.lock`` (owner pid and host) or refuses.
-
-    A lock left by a dead process on this host is taken over; one held by a live
-    process, or by another host (whose processes cannot be checked), is refused.
+    The kernel releases the lock when the holder's process ends, however it ends (SIGKILL, a full
+    disk), so a lock is never stale and never taken over by two processes at once. The file
+    stays (emptied on release): unlinking a lock file lets two processes lock two files.
     """
 
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK_FILE
-        self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = Path(path), what
+        self.descriptor: int | None = None
 
-    def __enter__(self) -> "StoreLock":
-        make_store_folder(self.path.parent)
-        for _ in range(2):
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(self.owner, handle)
-            return self
-        raise FeatureError(f"Could not lock {self.path}; another process keeps taking it.")
-
-    def _take_over_if_stale(self) -> None:
+    def __enter__(self) -> "FolderLock":
         try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):  # half-written by a process killed while locking
-            holder = {"pid": -1, "host": self.owner["host"]}
-        if holder.get("host") == self.owner["host"] and not _alive(int(holder.get("pid", -1))):
-            self.path.unlink(missing_ok=True)
-            return
-        raise FeatureError(
-            f"The store {self.path.parent} is being written by process {holder.get('pid')} on "
-            f"{holder.get('host')}. Wait for it to finish, or delete {self.path} if that process "
-            "is gone."
-        )
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise FeatureError(f"Cannot lock {self.what} ({self.path}): {error.strerror or error}.") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(descriptor)
+            os.close(descriptor)
+            raise FeatureError(f"Process {holder.get('pid', '(not yet named)')} on {holder.get('host', 'this host')} "
+                               f"is writing {self.what}; wait for it to finish (its lock goes when that process "
+                               "ends).") from None
+        self.descriptor = descriptor
+        try:  # who holds it, for the message above; a full disk only loses the name
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        except OSError:
+            pass
+        return self
 
     def __exit__(self, *exc_info) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            os.ftruncate(self.descriptor, 0)
+        except OSError:
+            pass
+        os.close(self.descriptor)  # releases the lock
+
+
+def _holder(descriptor: int) -> dict:
+    """The pid and host a holder wrote into the lock file, or {} while it has not (yet)."""
+    try:
+        holder = json.loads(os.pread(descriptor, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def lock_path(folder: Path) -> Path:
+    """Where the lock on ``folder`` lives: ``.<name>.lock`` beside it, so the folder holds only its data."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def store_lock(folder: Path) -> FolderLock:
+    """The lock on a store folder (created if need be), held while it is written."""
+    make_store_folder(Path(folder))
+    return FolderLock(lock_path(Path(folder)), f"the store {folder}")

@@ -33,6 +33,7 @@ class _Optional(TypedDict, total=False):
     complete: bool  # every planned shard is written
     software: dict  # python and keras versions that wrote it
     int8: dict  # int8 stores: the calibrated model's identity, file hashes and provenance
+    twins: list  # [[source index, ...]]: each set of same-bytes files in one class
 
 
 class Manifest(_Optional):
@@ -65,6 +66,7 @@ def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manif
         "layout": dataset.layout,
         "class_names": list(dataset.class_names),
         "sources": [asdict(source) for source in dataset.sources],
+        "twins": [list(indices) for indices in dataset.twins],
         "feature_shape": list(config.backbone.feature_shape),
         "dtype": config.dtype,
         "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},

@@ -290,6 +290,15 @@ class FeatureStore:
         present = {entry["split"] for entry in self.manifest["shards"]}
         return [split for split in ("train", "validation", "test") if split in present]
 
+    def source_groups(self, sources: np.ndarray) -> np.ndarray:
+        """The group of each source index in ``sources``: same-bytes copies in one class share the
+        smallest index of their set (grouped folds keep them together); any other file is its own."""
+        group = np.arange(len(self.manifest["sources"]))
+        for indices in self.manifest.get("twins", []):
+            members = [i for i in indices if isinstance(i, int) and 0 <= i < len(group)]
+            group[members] = min(members, default=0)
+        return group[np.asarray(sources, dtype=np.int64)]
+
     def source_paths(self, sources: np.ndarray) -> list[str]:
         table = self.manifest["sources"]
         return [table[int(i)]["path"] for i in sources]

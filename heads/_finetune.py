@@ -22,6 +22,7 @@ TOP_EPOCHS = 200  # most epochs for the top on frozen block-5 features; early st
 TOP_PATIENCE = 10
 TOP_EPOCHS_WITHOUT_HOLDOUT = 50  # when no group can be held out (one image per class)
 POLICIES = {"bf16": "mixed_bfloat16", "fp32": "float32"}
+STD_FLOOR = 0.1  # the top divides each channel by at least this fraction of the median channel's spread
 
 
 class FinetuneHead(Head):
@@ -139,7 +140,7 @@ class FinetuneHead(Head):
         mean, variance = pooled[fit_rows].mean(axis=0), pooled[fit_rows].var(axis=0)
         top = keras.Sequential([
             keras.Input(shape=pooled.shape[1:]),
-            keras.layers.Normalization(mean=mean, variance=np.where(variance > 1e-12, variance, 1.0)),
+            keras.layers.Normalization(mean=mean, variance=bounded_variance(variance)),
             keras.layers.Dropout(self.dropout),
             keras.layers.Dense(len(self.classes_), activation="softmax", dtype="float32"),
         ], name="top")
@@ -212,6 +213,15 @@ class FinetuneHead(Head):
         head.rows_seen_, head.precision_ = state["rows_seen"], state["precision"]
         head.model_ = keras.saving.load_model(folder / MODEL_FILE, compile=False)  # for predicting only
         return head
+
+
+def bounded_variance(variance: np.ndarray, fraction: float = STD_FLOOR) -> np.ndarray:
+    """``variance`` with each standard deviation raised to at least ``fraction`` of the median
+    positive one (1 where none is): a channel nearly constant on few training rows is not divided
+    by its tiny spread, so a new image cannot turn it into z-scores in the thousands."""
+    std = np.sqrt(variance)
+    spread = std[std > 0]
+    return np.maximum(std, fraction * np.median(spread) if spread.size else 1.0) ** 2
 
 
 def _resolve_precision(precision: str) -> str:

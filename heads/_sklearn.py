@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
+import skops.io
 from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler, normalize
 
-from heads._base import Head, Interval, Options, check_training_data
+from heads._base import Head, HeadError, Interval, Options, check_training_data
 
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.skops"
+LEGACY_FILE = "model.joblib"  # a pickle, as earlier versions saved heads: never opened
+# What a saved head may hold beyond the types skops.io trusts itself (scikit-learn's public
+# estimators, numpy arrays, builtins): anything else in the file refuses it unopened.
+TRUSTED_TYPES = ("heads._logreg.LogRegHead", "heads._svm.SVMHead", "heads._sklearn.signed_sqrt_l2",
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+                 "sklearn.calibration._TemperatureScaling")
 
 # Rules shared by the scikit-learn heads' ``_parameter_constraints``.
 POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]  # finite: nan and inf refused
@@ -161,13 +167,36 @@ class SklearnHead(Head):
         return self.model_.predict_proba(X.reshape(len(X), -1))
 
     def save(self, folder: Path) -> None:
+        """``folder/model.skops``: the fitted head as data (``skops.io``), no pickle."""
         self._check_fitted()
         Path(folder).mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, Path(folder) / MODEL_FILE)
+        skops.io.dump(self, Path(folder) / MODEL_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> "SklearnHead":
-        return joblib.load(Path(folder) / MODEL_FILE)
+        """The head in ``folder/model.skops``, read as data; a file naming any type beyond
+        ``TRUSTED_TYPES`` (which could run code) or an old pickle is refused unopened."""
+        path = Path(folder) / MODEL_FILE
+        if not path.is_file() and (Path(folder) / LEGACY_FILE).is_file():
+            raise HeadError(f"{Path(folder) / LEGACY_FILE} is a pickle from an older version, which is never "
+                            f"opened (loading a pickle can run any code in it). Fit the head again with "
+                            f"`head --head {cls.name}`.")
+        data = path.read_bytes()
+        try:
+            untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+            if untrusted:
+                raise HeadError(f"{path} names types a head never holds ({', '.join(untrusted[:3])}); it "
+                                f"is not opened. Fit the head again with `head --head {cls.name}`.")
+            head = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+        except HeadError:
+            raise
+        except Exception as error:  # skops refuses a damaged or foreign file in many ways
+            raise HeadError(f"{path} is not a saved {cls.name} head ({type(error).__name__}). Fit the head "
+                            f"again with `head --head {cls.name}`.") from None
+        if type(head) is not cls:
+            raise HeadError(f"{path} holds a {type(head).__name__}, not a {cls.name} head. Fit the head again "
+                            f"with `head --head {cls.name}`.")
+        return head
 
 
 def smallest_class(y: np.ndarray, groups: np.ndarray | None = None) -> tuple[object, int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from features import FeatureStore
+from features.calibration import model_identity
 from heads._ensemble import MEMBER_HEADS
 from pipeline.leaderboard import mark_against_best, pairwise_tests, rank, write_leaderboard
 from pipeline.metrics import classification_metrics
@@ -24,9 +25,11 @@ def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: boo
         members = {n: run for n, run in fitted.items() if n in MEMBER_HEADS} if name == "ensemble" else None
         fitted[name] = fit_run(store, name, {}, runs, search=search, members=members)
     rows = rank({name: run.metrics for name, run in fitted.items()})
+    for row in rows:  # the exact model scored: a later fit of the head has another identity
+        row["model"] = model_identity(fitted[row["head"]].info["model_sha256"])
     correct = {}
     for name, run in fitted.items():
-        saved = np.load(run.folder / PREDICTIONS_FILE)
+        saved = np.load(run.folder / PREDICTIONS_FILE, allow_pickle=False)
         correct[name] = saved["proba"].argmax(axis=1) == saved["labels"]
     pairs = pairwise_tests(correct)
     mark_against_best(rows, pairs)

@@ -1,9 +1,9 @@
 """`export`: the chosen head with everything needed to use it away from the store.
 
 An export never deletes what it did not create: an existing ``--out`` is replaced only
-with ``force`` and only when it is an earlier export (a folder holding ``export.json``, or
-a ``.keras`` file with its ``.classes.json`` beside it); the new export is written under a
-temporary name first and swapped in whole.
+with ``force`` and only when it is an earlier export (a folder holding ``export.json`` and
+only the files it records, or a ``.keras`` file with its ``.classes.json`` beside it); the
+new export is written under a temporary name first and swapped in whole.
 
 - dense and finetune: one Keras model, raw RGB images (0-255, any size) in, class probabilities
   out: Resizing -> the backbone model (VGG16 preprocessing as a fixed 1x1 convolution, then the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import keras
 import numpy as np
@@ -32,6 +32,7 @@ from features.store import atomic_write_bytes
 from heads import DenseHead, FinetuneHead, LogRegHead, head_class
 from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, backbone_settings
+from pipeline.replace import replace_folder
 from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import recorded_weights, write_json
 
@@ -108,22 +109,31 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
     check_destination(out, force, is_folder=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    shutil.copytree(run.folder / MODEL_DIR, temporary / MODEL_DIR)
-    info = {
-        "head": run.info["head"], "store_key": store.key, "backbone": predictor.backbone,
-        "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
-        "model_sha256": hash_folder(temporary / MODEL_DIR),
-    }
-    if predictor.int8_folder:  # the calibrated base travels with the head
-        shutil.copytree(predictor.int8_folder / INT8_DIR, temporary / INT8_DIR)
-        info["int8_sha256"] = model_hashes(temporary / INT8_DIR)
-    write_json(temporary / EXPORT_FILE, info)
-    _swap_in(temporary, out)
+    try:
+        _write_export_folder(store, run, predictor, temporary)
+        replace_folder(temporary, out)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     return out
 
 
+def _write_export_folder(store: FeatureStore, run: Run, predictor: Predictor, folder: Path) -> None:
+    """``folder``: the head's files, the calibrated base for an int8 store, and ``export.json``."""
+    shutil.copytree(run.folder / MODEL_DIR, folder / MODEL_DIR)
+    info = {
+        "head": run.info["head"], "store_key": store.key, "backbone": predictor.backbone,
+        "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
+        "model_sha256": hash_folder(folder / MODEL_DIR),
+    }
+    if predictor.int8_folder:  # the calibrated base travels with the head
+        shutil.copytree(predictor.int8_folder / INT8_DIR, folder / INT8_DIR)
+        info["int8_sha256"] = model_hashes(folder / INT8_DIR)
+    write_json(folder / EXPORT_FILE, info)
+
+
 def check_destination(out: Path, force: bool, is_folder: bool) -> None:
-    """Refuse an ``out`` that holds anything but (with ``force``) an earlier export."""
+    """Refuse an ``out`` that holds anything but (with ``force``) an earlier export, and a folder
+    holding anything that earlier export did not write, naming it."""
     kind = "folder" if is_folder else ".keras file"
     if not (out.exists() or out.is_symlink()):
         return
@@ -137,15 +147,35 @@ def check_destination(out: Path, force: bool, is_folder: bool) -> None:
                             "Choose another --out.")
     if not force:
         raise PipelineError(f"--out {out} holds an earlier export; pass --force to replace it.")
+    others = not_exported(out) if is_folder else []
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise PipelineError(f"--out {out} holds {others[0]!r}{more}, which no export wrote; --force replaces "
+                            "only an export's own files, so nothing was changed. Move it out, or choose "
+                            "another --out.")
 
 
-def _swap_in(temporary: Path, out: Path) -> None:
-    """Put the finished folder ``temporary`` at ``out``, then delete what was there."""
-    previous = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, previous)
-    os.replace(temporary, out)
-    shutil.rmtree(previous, ignore_errors=True)
+def not_exported(out: Path) -> list[str]:
+    """The paths under the export folder ``out`` that its ``export.json`` does not record (all but
+    that file when it cannot be read), sorted."""
+    try:
+        info = json.loads((out / EXPORT_FILE).read_bytes())
+        written = {EXPORT_FILE, *(f"{MODEL_DIR}/{name}" for name in info["model_sha256"]),
+                   *(f"{INT8_DIR}/{name}" for name in info.get("int8_sha256", {}))}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        written = {EXPORT_FILE}
+    folders = {parent.as_posix() for name in written for parent in PurePosixPath(name).parents}
+    found = []
+    for top, directories, files in os.walk(out):  # links are listed, never followed
+        for name in [*directories, *files]:
+            path = Path(top, name)
+            relative = path.relative_to(out).as_posix()
+            known = relative in folders if name in directories and not path.is_symlink() else relative in written
+            if not known:
+                found.append(relative)
+                if name in directories:
+                    directories.remove(name)  # named as a whole
+    return sorted(found)
 
 
 def classes_file(model_file: Path) -> Path:

@@ -167,7 +167,7 @@ def write_report(store: FeatureStore, board: dict, runs: Path) -> Path:
     """Write ``report.html`` and ``report.md`` beside the leaderboard; return the HTML path."""
     folder = runs / store.key
     heads = [row["head"] for row in board["rows"]]
-    predictions = {h: dict(np.load(folder / h / PREDICTIONS_FILE)) for h in heads}
+    predictions = {h: dict(np.load(folder / h / PREDICTIONS_FILE, allow_pickle=False)) for h in heads}
     head_metrics = {h: json.loads((folder / h / METRICS_FILE).read_text()) for h in heads}
     roc, pr = curve_figures(predictions)
     best = board["chosen"]["head"]

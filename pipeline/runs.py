@@ -2,14 +2,17 @@
 
 A run folder is ``runs/<store key>/<head>/`` holding ``model/`` (the head's files),
 ``run.json`` (head, params, store key, fit seconds, sha256 of every model file) and
-``metrics.json`` (validation metrics). Each record is written atomically, ``run.json``
-last, so a fit killed halfway leaves a run that `load_run` refuses, never a mixed one.
+``metrics.json`` (validation metrics). A run is written whole into a temporary sibling, then
+swapped in (``replace_folder``), under a kernel lock on the run: a fit killed or out of disk at
+any instant leaves the previous run as it was, and two fits of one run never interleave.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,13 @@ import numpy as np
 
 from features import FeatureStore
 from features.weights import file_sha256
-from features.store import atomic_write_bytes
+from features.lock import FolderLock, lock_path
+from features.store import TEMPORARY_MARK, atomic_write_bytes
 from features.spec import Pooling
 from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
+from pipeline.replace import replace_folder
 from pipeline.stores import recorded_weights, write_json
 
 RUN_FILE = "run.json"
@@ -59,15 +64,24 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
     head = create_head(head_name, **params)
+    folder = run_folder(runs, store, head_name)
+    with run_lock(folder):  # before the fit: a busy or unwritable --runs is found first
+        return _fit_and_write(store, head_name, head, folder, members)
+
+
+def _fit_and_write(store: FeatureStore, head_name: str, head: Head, folder: Path,
+                   members: dict[str, Run] | None) -> Run:
+    """Fit and score ``head``, write its run into a temporary sibling of ``folder``, swap it in."""
     train = store.split_rows("train")  # the dense head streams it; sklearn heads load it
     validation = store.split_arrays("validation", passes=False)
 
+    groups = store.source_groups(train["sources"])  # an image's passes and its same-bytes copies together
     started = time.perf_counter()
     if members:
-        head.fit(train["features"], train["labels"], groups=train["sources"],
+        head.fit(train["features"], train["labels"], groups=groups,
                  fitted={name: run.head for name, run in members.items()})
     else:
-        head.fit(train["features"], train["labels"], groups=train["sources"])
+        head.fit(train["features"], train["labels"], groups=groups)
     fit_seconds = time.perf_counter() - started
     fit_seconds += sum(members[name].info["fit_seconds"] for name in getattr(head, "reused_", []))
 
@@ -79,7 +93,23 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     metrics = classification_metrics(validation["labels"], proba, store.class_names)
     metrics.update(fit_seconds=fit_seconds, predict_ms_per_image=predict_ms)
 
-    folder = run_folder(runs, store, head_name)
+    staging = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
+    for leftover in folder.parent.glob(f".{folder.name}{TEMPORARY_MARK}*"):  # of killed writers
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        info = _write_run(store, head_name, head, staging, proba, validation, metrics, fit_seconds, len(train["labels"]))
+        replace_folder(staging, folder)
+    except OSError as error:
+        raise PipelineError(f"Could not write the run {folder}: {error.strerror or error}. {RUNS_FIX}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Run(folder, head, info, metrics)
+
+
+def _write_run(store: FeatureStore, head_name: str, head: Head, folder: Path, proba: np.ndarray,
+               validation: dict, metrics: dict, fit_seconds: float, train_rows: int) -> dict:
+    """Write ``folder``: the head's files, validation predictions, ``metrics.json`` and ``run.json``
+    (its record, returned)."""
     save_head(head, folder / MODEL_DIR)
     metrics["model_bytes"] = sum(p.stat().st_size for p in (folder / MODEL_DIR).rglob("*") if p.is_file())
     predictions = io.BytesIO()
@@ -88,7 +118,7 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     info = {
         "head": head_name, "params": head.get_params(), "store_key": store.key,
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
-        "train_rows": int(len(train["labels"])), "validation_rows": int(len(proba)),
+        "train_rows": train_rows, "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
                     ("solver_", "epochs_", "top_epochs_", "precision_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
                      "calibration_", "normalization_", "chosen_", "cv_scores_", "selection_note_", "reused_")
@@ -96,8 +126,17 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
         "model_sha256": hash_folder(folder / MODEL_DIR),
     }
     write_json(folder / METRICS_FILE, metrics, RUNS_FIX)
-    write_json(folder / RUN_FILE, info, RUNS_FIX)  # last: it vouches for the files above
-    return Run(folder, head, info, metrics)
+    write_json(folder / RUN_FILE, info, RUNS_FIX)
+    return info
+
+
+def run_lock(folder: Path) -> FolderLock:
+    """The lock held while the run ``folder`` is written."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PipelineError(f"Cannot write runs in {folder.parent}: {error.strerror or error}. {RUNS_FIX}") from None
+    return FolderLock(lock_path(folder), f"the run {folder}")
 
 
 def takes_maps(store: FeatureStore) -> bool:

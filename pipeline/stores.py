@@ -13,7 +13,7 @@ from features.api import LATEST_FILE, store_path
 from features.calibration import CalibratedModel, calibrated_model, install_int8_model
 from features.distributed import DaskExecutor, check_backend
 from features.drift import DRIFT_THRESHOLD, Int8DriftError
-from features.lock import StoreLock
+from features.lock import store_lock
 from features.manifest import new_manifest, read_manifest, store_key
 from features.store import atomic_write_bytes
 from features.verify import verify_store
@@ -44,7 +44,7 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
     config, int8 = _int8_or_fallback(cache, dataset, config, recalibrate)
     key = store_key(dataset, config, int8.identity if int8 else None)
     folder = cache / key
-    with StoreLock(folder):
+    with store_lock(folder):
         header = new_manifest(dataset, config, key)
         if int8:
             header["int8"] = int8.record()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from features.calibration import model_identity
 from tests.conftest import extract_args, write_images
 
 COMMANDS = ("features", "head", "compare", "predict", "verify", "export")
@@ -42,7 +43,7 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     info = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert info["params"]["C"] == 0.1 and info["store_key"] == run.parent.name
-    assert set(info["model_sha256"]) == {"model.joblib"}
+    assert set(info["model_sha256"]) == {"model.skops"}
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "fit_seconds",
                 "predict_ms_per_image", "confusion_matrix", "per_class"):
         assert key in metrics
@@ -57,6 +58,9 @@ def test_compare_ranks_every_head(compared):
     rows = json.loads(board.read_text())["rows"]
     assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
     assert [row["rank"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:  # each row names the exact model it scored
+        recorded = json.loads((folder / row["head"] / "run.json").read_text())["model_sha256"]
+        assert row["model"] == model_identity(recorded) and row["model"].startswith("sha256:")
     accuracies = [row["accuracy"] for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     markdown = (board.parent / "leaderboard.md").read_text()
@@ -152,7 +156,7 @@ def test_head_from_another_store_is_refused(cli, flat_folder):
 
 def test_tampered_head_is_refused(cli, flat_folder):
     fitted(cli, flat_folder, "logreg")
-    (model,) = list(cli.runs.glob("*/logreg/model/model.joblib"))
+    (model,) = list(cli.runs.glob("*/logreg/model/model.skops"))
     model.write_bytes(model.read_bytes() + b"\0")
     one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
                    "does not match the sha256")

@@ -5,6 +5,7 @@ the store afterwards use the same CLI in this process (no Python and TensorFlow 
 so every file a killed process finished is compared with one written by another process.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from features.lock import lock_path
 from tests.conftest import make_cli, write_split_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,24 +149,29 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(photos, unbroken, tmp_path):
     code, err = start_and_kill(photos, cache, lambda: shard_count(cache) >= 3, sig=signal.SIGINT)
     assert code == 130, err
     assert "Run the same command again to resume" in err and "Traceback" not in err
-    assert not (next(p for p in cache.iterdir() if p.is_dir()) / ".lock").exists()
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    with open(lock_path(folder)) as lock:  # released
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert run_features(photos, cache)[0] == 0
     assert store_files(cache) == unbroken
 
 
-def test_a_store_being_written_is_refused_and_a_stale_lock_taken_over(photos, unbroken, tmp_path, request):
+def test_a_store_being_written_is_refused_and_a_killed_holders_lock_is_free(photos, unbroken, tmp_path, request):
     cache = tmp_path / "cache"
-    sigkilled(photos, cache, 1, request)
+    sigkilled(photos, cache, 1, request)  # its lock died with it
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from features.lock import store_lock; lock = store_lock(sys.argv[1]).__enter__(); "
+        "print('locked', flush=True); time.sleep(120)"), str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        (folder / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        assert holder.stdout.readline().strip() == "locked"
         code, output = run_features(photos, cache)
         assert code == 1
-        assert f"being written by process {holder.pid}" in output and "Traceback" not in output
+        assert f"Process {holder.pid} on {socket.gethostname()} is writing the store" in output
+        assert "Traceback" not in output
     finally:
         holder.kill()
         holder.wait()
-    code, output = run_features(photos, cache)  # the holder is dead now: its lock is stale
+    code, output = run_features(photos, cache)  # the holder was SIGKILLed: its lock went with it
     assert code == 0, output
     assert store_files(cache) == unbroken

@@ -172,7 +172,9 @@ def test_monkeys_training_and_validation_folders_scan_as_ten_classes():
     assert all(s.path.startswith(("training/", "validation/")) for s in dataset.sources)
     # the one photo that lost its dot is read by its content, and said so
     assert "training/n9/n9151jpg" in {s.path for s in dataset.sources}
-    assert len(dataset.warnings) == 1 and "n9151jpg" in dataset.warnings[0]
+    assert len(dataset.warnings) == 2 and "n9151jpg" in dataset.warnings[0]
+    # the data set holds 68 same-bytes copies within classes, none across the split folders
+    assert dataset.warnings[1].startswith("68 photo(s) are same-bytes copies") and len(dataset.twins) == 67
 
 
 def test_a_photo_that_lost_its_extension_is_read_by_its_content(tmp_path):
@@ -184,3 +186,56 @@ def test_a_photo_that_lost_its_extension_is_read_by_its_content(tmp_path):
     paths = {source.path for source in dataset.sources}
     assert "a/img_000JPG" in paths and "b/notes" not in paths
     assert any("img_000JPG" in warning for warning in dataset.warnings)
+
+
+def copies_that_hash_apart(folder, original, count: int) -> list[str]:
+    """Write ``count`` same-bytes copies of ``original`` in ``folder``, named so that their paths
+    alone would put them on both sides of a 0.5 split (the test could fail)."""
+    names = [f"copy_{number:02d}.png" for number in range(count)]
+    assert len({hashed_split(f"{folder.name}/{name}", 0.5) for name in names}) == 2
+    for name in names:
+        (folder / name).write_bytes(original.read_bytes())
+    return names
+
+
+def test_same_bytes_copies_in_a_class_share_a_split_and_are_counted(tmp_path):
+    write_images(tmp_path, {"cats": 6, "dogs": 6})
+    copies_that_hash_apart(tmp_path / "cats", tmp_path / "cats" / "img_001.png", 8)
+    dataset = scan_dataset(tmp_path, val_fraction=0.5)
+    by_path = {s.path: i for i, s in enumerate(dataset.sources)}
+    (twins,) = dataset.twins
+    assert sorted(dataset.sources[i].path for i in twins) == ["cats/copy_00.png", *[
+        f"cats/copy_{n:02d}.png" for n in range(1, 8)], "cats/img_001.png"]
+    assert len({dataset.sources[i].split for i in twins}) == 1
+    assert dataset.sources[by_path["cats/img_001.png"]].split == hashed_split("cats/copy_00.png", 0.5)
+    assert any("8 photo(s) are same-bytes copies" in warning for warning in dataset.warnings)
+
+
+def test_copies_across_split_folders_are_kept_where_the_user_put_them_and_reported(tmp_path):
+    write_images(tmp_path / "train", {"cats": 3, "dogs": 3})
+    write_images(tmp_path / "validation", {"cats": 2, "dogs": 2}, start=10)
+    shutil.copy(tmp_path / "train" / "cats" / "img_001.png", tmp_path / "validation" / "cats" / "same.png")
+    dataset = scan_dataset(tmp_path)
+    (twins,) = dataset.twins
+    assert {dataset.sources[i].split for i in twins} == {"train", "validation"}
+    assert any("1 set(s) of copies lie in different split folders" in warning for warning in dataset.warnings)
+
+
+def test_a_stores_groups_keep_copies_in_one_cross_validation_fold(cli, tmp_path):
+    from features import FeatureStore
+    from heads._sklearn import grouped_folds
+    from tests.conftest import extract_args
+
+    photos = tmp_path / "photos"
+    write_images(photos, {"cats": 8, "dogs": 8})
+    copies_that_hash_apart(photos / "cats", photos / "cats" / "img_001.png", 6)
+    result = cli(*extract_args(photos, cli.cache, "--val-fraction", "0.5"))
+    assert result.exit_code == 0 and "6 photo(s) are same-bytes copies" in result.output
+    store = FeatureStore(cli.cache / (cli.cache / "LATEST").read_text().strip())
+    train = store.split_arrays("train", passes=False)
+    groups = store.source_groups(train["sources"])
+    paths = store.source_paths(train["sources"])
+    copies = [i for i, path in enumerate(paths) if "copy_" in path or path == "cats/img_001.png"]
+    assert len(copies) == 7 and len(set(groups[copies])) == 1  # all on the training side, one group
+    for fit_rows, held_out in grouped_folds(train["labels"], groups, 3):
+        assert set(copies) <= set(fit_rows) or set(copies) <= set(held_out)

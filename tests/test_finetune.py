@@ -136,3 +136,20 @@ def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(
 def test_finetune_refuses_pooled_features():
     with pytest.raises(HeadError, match="block4_pool maps"):
         FinetuneHead().fit(np.ones((8, 1024), np.float32), np.arange(8) % 2)
+
+
+def test_the_top_divides_no_channel_by_a_near_zero_spread():
+    """On few rows, a channel of block 5's features can be nearly constant; the top's standardisation
+    divides it by at least a tenth of the median channel's spread, so a new image cannot turn it
+    into z-scores in the thousands."""
+    rng = np.random.default_rng(0)
+    X = np.maximum(rng.normal(size=(6, 2, 2, 512)), 0).astype(np.float32)
+    head = FinetuneHead(epochs=0, patience=0, precision="fp32").fit(X, np.repeat([0, 1], 3))
+    top = head.model_.get_layer("top")
+    (standardise,) = [layer for layer in top.layers if isinstance(layer, keras.layers.Normalization)]
+    std = np.sqrt(np.asarray(standardise.variance)).ravel()
+    from heads._finetune import _pooled
+    pooled = _pooled(head.model_.get_layer("block5"), X, np.arange(len(X)))
+    spread = pooled.std(axis=0)
+    assert spread.min() < 0.01 * np.median(spread[spread > 0])  # near-constant channels occur
+    assert std.min() >= 0.1 * np.median(spread[spread > 0]) * (1 - 1e-4)
