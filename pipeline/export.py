@@ -6,11 +6,14 @@ only the files it records, or a ``.keras`` file with its ``.classes.json`` besid
 new export is written under a temporary name first and swapped in whole.
 
 - dense and finetune: one Keras model, raw RGB images (0-255, any size) in, class probabilities
-  out: Resizing -> the backbone model (VGG16 preprocessing as a fixed 1x1 convolution, then the
-  base: the very model `features` runs; up to block4_pool for finetune) -> head (finetune's
-  holds the trained block 5).
+  out: Resizing (antialiased, as `load_pixels`' Pillow resize is) -> the backbone model (VGG16
+  preprocessing as a fixed 1x1 convolution, then the base: the very model `features` runs; up to
+  block4_pool for finetune) -> head (finetune's holds the trained block 5).
   The base runs in the store's precision, float32 for an int8 store (Keras has no int8 VGG16).
-  A ``<name>.classes.json`` beside it lists the class names in output order.
+  A ``<name>.classes.json`` beside it lists the class names in output order. Fed each photo
+  upright in RGB at its own size, a JPEG decoded with Pillow's ``draft`` for the store's size (as
+  `load_pixels` decodes it), it gives `predict`'s probabilities to within the rounding of Pillow's
+  resize; a JPEG decoded in full differs by that reduced-scale decode.
 - scikit-learn heads: a folder, ``export.json`` (backbone settings, weights, class names,
   sha256 of the head files) and ``model/`` (plus ``int8/``, the calibrated base, for an
   int8 store), which ``predict --export`` loads.
@@ -188,7 +191,8 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
     size = spec.image_size
     backbone = build_backbone(spec, precision="fp32" if spec.precision == "int8" else spec.precision)
     images = keras.Input(shape=(None, None, 3), name="rgb_0_255")
-    x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
+    # antialiased like Pillow's: a plain bilinear resize samples a large photo at a few points
+    x = keras.layers.Resizing(size, size, interpolation="bilinear", antialias=True, name="resize")(images)
     if spec.views == 2:  # the store averaged each image's and its mirror's features
         x = keras.layers.Average(name="average_views")([backbone(x), backbone(horizontal_flip(size)(x))])
     else:

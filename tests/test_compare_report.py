@@ -3,14 +3,16 @@
 import itertools
 import json
 from html.parser import HTMLParser
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from features import load_pixels
 from pipeline.stats import mcnemar
-from tests.conftest import quick_dense_defaults
+from tests.conftest import pattern_image, quick_dense_defaults
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -112,21 +114,47 @@ def test_report_is_valid_self_contained_html_matching_metrics(compared):
     assert "Pairwise McNemar" in markdown and "Store settings" in markdown and "augmented passes | 1" in markdown
 
 
+def write_raw_photos(folder: Path) -> list[Path]:
+    """Photos of several sizes, none the model's, most much larger, as PNG and JPEG."""
+    folder.mkdir()
+    paths = []
+    for number, (width, height) in enumerate([(50, 80), (300, 200), (641, 480), (1600, 1200)]):
+        picture = pattern_image(number % 3, number, max(width, height)).crop((0, 0, width, height))
+        for suffix in (".png", ".jpg"):
+            paths.append(folder / f"{width}x{height}{suffix}")
+            picture.save(paths[-1])
+    return paths
+
+
+def decoded(path: Path, size: int) -> np.ndarray:
+    """A photo as the export notes say to give it to the model: upright RGB at its own size, a JPEG
+    decoded at the reduced scale (Pillow's ``draft``) that `predict` decodes it at."""
+    with Image.open(path) as image:
+        image.draft("RGB", (size, size))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.float32)
+
+
 @pytest.mark.parametrize("head", ["dense", "logreg"])
-def test_exported_keras_model_predicts_what_predict_does(cli, compared, tmp_path, head):
-    _, data, _, _, _ = compared
+def test_exported_keras_model_predicts_what_predict_does_on_raw_photos(cli, tmp_path, head):
+    """Given the store's own pixels, the model gives `predict`'s probabilities; given raw photos, the
+    same labels and every class's probability within 1e-2: Pillow rounds each of its two resize passes to whole
+    levels, so the model's antialiased resize misses `load_pixels`' pixels by one level at most (about
+    one pixel in eight), which moves these probabilities by under 4e-3 (measured). A plain bilinear
+    resize misses by up to 100 levels: probabilities off by up to 1.0, labels changed."""
     out = tmp_path / "export" / "model.keras"
     result = cli("export", "--head", head, "--out", out, "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output
-    images = sorted((data / "test").rglob("*.*"))[:6]
-    predicted = json.loads(cli("predict", *images, "--head", head, "--format", "json",
+    photos = write_raw_photos(tmp_path / "photos")
+    predicted = json.loads(cli("predict", *photos, "--head", head, "--format", "json",
                                "--cache", cli.cache, "--runs", cli.runs).stdout)
-    model = keras.saving.load_model(out)
+    model = keras.saving.load_model(out, safe_mode=True)
     classes = json.loads(out.with_suffix(".classes.json").read_text())
-    pixels = np.stack([load_pixels(p, 32) for p in images]).astype("float32")
-    proba = model.predict(pixels, verbose=0)
+    expected = [[p["probabilities"][name] for name in classes] for p in predicted]
+    stored = model.predict(np.stack([load_pixels(p, 32) for p in photos]).astype(np.float32), verbose=0)
+    np.testing.assert_allclose(stored, expected, atol=1e-4)  # given the store's own pixels: predict's numbers
+    proba = np.concatenate([model.predict(decoded(path, 32)[None], verbose=0) for path in photos])
     assert [classes[i] for i in proba.argmax(axis=1)] == [p["class"] for p in predicted]
-    np.testing.assert_allclose(proba.max(axis=1), [p["probability"] for p in predicted], atol=1e-4)
+    np.testing.assert_allclose(proba, expected, atol=1e-2)
 
 
 def test_exported_sklearn_head_folder_predicts_what_predict_does(cli, compared, tmp_path):
