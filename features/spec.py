@@ -81,7 +81,7 @@ RECORDED_CALIBRATION_IMAGES = 300  # what fp32 and bf16 stores record (part of t
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in hardware
-INSTALL_ENGINE = "pip install '.[fast]' (or pass FAST=1 to make)"
+INSTALL_ENGINE = "pip install openvino nncf (dependencies of bottleneck-heads that are missing here)"
 
 
 @dataclass(frozen=True)
