@@ -450,7 +450,7 @@ def export(
     head: Annotated[HeadName, typer.Option(help="Fitted head to export.")],
     out: Annotated[Path, typer.Option(
         help="NAME.keras: one Keras model, raw images in, probabilities out (dense, finetune and logreg); "
-             "a folder for `predict --export` (any head).", callback=expand_path)],
+             "a folder for `predict --export` (logreg, svm and ensemble).", callback=expand_path)],
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an earlier export at --out (never anything else).")] = False,
     weights: WeightsOverrideOption = None,
