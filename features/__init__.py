@@ -5,6 +5,8 @@ stores) does not start TensorFlow. The ``extract`` function is imported from
 ``features.extract`` (a package attribute of that name is the module).
 """
 
+__distribution__ = "bottleneck-heads"  # pipeline/packages.py checks this line at start-up
+
 import importlib
 
 _HOMES = {

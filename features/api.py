@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
@@ -60,16 +60,20 @@ def load_store(key_or_path: str | Path = "latest", split: str = "train", passes:
     )
 
 
-class VGG16Features(TransformerMixin, BaseEstimator):
+class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Frozen VGG16 bottleneck features as a scikit-learn transformer.
 
-    ``transform`` takes image paths (decoded exactly as `features` decodes them) or an
-    array of RGB images (n, height, width, 3), values 0-255, resized bilinearly to
+    ``transform`` takes image paths (one path alone counts as a list of one; decoded exactly
+    as `features` decodes them) or an array of RGB images (n, height, width, 3), values 0-255
+    (an array of floats within 0-1 is refused: multiply it by 255), resized bilinearly to
     ``image_size``; it returns float32 features of shape (n, 1024) with the default
     ``pooling="avgmax"``, (n, 512) with avg or max, flattened maps with none (block 5's) or
     block4_pool (block 4's) (2 ``views`` average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
-    instead of recomputed. ``fit`` learns nothing; the engine is built on first use.
+    instead of recomputed. ``fit`` learns nothing; the engine is built on first use, and is
+    left out when the transformer is pickled (a fitted ``Pipeline`` saves with ``pickle`` or
+    ``joblib``; the engine is rebuilt on its first use after loading). Output columns are
+    named ``vgg16features0``, ... (``get_feature_names_out``, so ``set_output`` works).
 
     Parameters
     ----------
@@ -93,15 +97,34 @@ class VGG16Features(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.cache = cache
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # it takes image paths or (n, height, width, 3) pixels
+        tags.input_tags.string = True
+        return tags
+
+    def __getstate__(self) -> dict:
+        """The pickled state, less the engine (a cache holding compiled graphs): rebuilt on first use."""
+        state = super().__getstate__()
+        state.pop("engine_", None)
+        return state
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
+
     def fit(self, X=None, y=None):
         self.spec_ = self._spec()
         self.n_features_out_ = int(np.prod(self.spec_.feature_shape))
         return self
 
     def transform(self, X) -> np.ndarray:
+        """Shape (n_images, n_features_out_), float32."""
         check_is_fitted(self, "n_features_out_")
-        if isinstance(X, np.ndarray) and X.ndim == 4:
-            return self._compute_pixels(np.stack([_resized(image, self.image_size) for image in X]))
+        if isinstance(X, (str, Path)):
+            X = [X]
+        if isinstance(X, np.ndarray) and X.dtype.kind in "uif":
+            return self._compute_pixels(np.stack([_resized(image, self.image_size) for image in _checked_pixels(X)]))
         paths = [Path(p).expanduser().resolve() for p in X]
         out = np.empty((len(paths), self.n_features_out_), np.float32)
         known = self._cached_rows(paths) if self.cache else {}
@@ -119,8 +142,11 @@ class VGG16Features(TransformerMixin, BaseEstimator):
         if self.precision not in (Precision.AUTO, Precision.FP32, Precision.BF16):
             raise FeatureError(f"`precision` must be one of auto, fp32, bf16. Received: {self.precision!r}")
         precision = native_precision(cpu_flags()) if self.precision == Precision.AUTO else self.precision
+        if not isinstance(self.weights, (str, Path)):
+            raise FeatureError("`weights` must be 'auto', 'imagenet', 'none' (random weights, as a string) "
+                               f"or the path to a VGG16 include_top=False weights file. Received: {self.weights!r}")
         if getattr(self, "weights_", None) is None:
-            self.weights_ = resolve_weights(self.weights)
+            self.weights_ = resolve_weights(str(self.weights))
         return BackboneSpec(weights=self.weights_, image_size=self.image_size, pooling=self.pooling,
                             views=self.views, precision=precision, engine="keras", batch_size=self.batch_size)
 
@@ -163,6 +189,17 @@ class VGG16Features(TransformerMixin, BaseEstimator):
                     gathered = rows["features"][np.fromiter(hits.values(), dtype=np.int64)]
                     found.update(zip(hits, gathered.reshape(len(hits), -1)))
         return found
+
+
+def _checked_pixels(X: np.ndarray) -> np.ndarray:
+    """``X`` if it holds RGB images (n, height, width, 3) of values 0-255; else a ``FeatureError``."""
+    if X.ndim != 4 or X.shape[-1] != 3:
+        raise FeatureError("VGG16Features takes image paths or an array of RGB images of shape "
+                           f"(n, height, width, 3). Received: an array of shape {X.shape}")
+    if X.dtype.kind == "f" and X.size and 0 < X.max() <= 1 and X.min() >= 0:
+        raise FeatureError("The images' values lie within 0-1; VGG16Features takes values 0-255, as "
+                           "decoded from the files (multiply the array by 255).")
+    return X
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:

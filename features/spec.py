@@ -84,7 +84,7 @@ INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in
 # int8 runs fast on any x86 CPU with AVX2: without VNNI through u8 x s8 -> s16 products, which the
 # calibrated model's 7-bit weights keep from saturating (features.calibration).
 INT8_FALLBACK_FLAGS = ("avx2",)
-INSTALL_ENGINE = "pip install '.[fast]' (or pass FAST=1 to make)"
+INSTALL_ENGINE = "pip install openvino nncf (dependencies of bottleneck-heads that are missing here)"
 
 
 @dataclass(frozen=True)

@@ -321,7 +321,8 @@ class FeatureStore:
         wanted = range(self.manifest["config"]["passes"] + 1 if passes and split == "train" else 1)
         entries = [e for e in self.manifest["shards"] if e["split"] == split and e["pass"] in wanted]
         if not entries:
-            raise FeatureError(f"The store {self.folder} has no '{split}' rows.")
+            raise FeatureError(f"The store {self.folder} has no '{split}' rows; its splits are "
+                               f"{', '.join(self.splits)}.")
         parts = [self.load_shard(entry) for entry in entries]
         rows = {
             "features": ShardedFeatures([p["features"] for p in parts]),
@@ -348,8 +349,11 @@ class ShardedFeatures:
     """Feature rows spread over memory-mapped shard arrays, read only where asked.
 
     ``features[rows]`` gathers rows by an array of global indices; ``blocks()`` yields one
-    shard at a time; ``np.asarray`` loads everything as float32.
+    shard at a time; ``np.asarray`` loads everything as float32. ``shape``, ``ndim``, ``dtype``
+    (float32, what reads return), ``size`` and ``nbytes`` describe the array it stands for.
     """
+
+    dtype = np.dtype(np.float32)
 
     def __init__(self, parts: list[np.ndarray]):
         self.parts = parts
@@ -359,6 +363,18 @@ class ShardedFeatures:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return (f"ShardedFeatures(shape={self.shape}, dtype={self.dtype}, "
+                f"{len(self.parts)} memory-mapped shard{'s' if len(self.parts) != 1 else ''})")
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.concatenate(self.parts).astype(dtype or np.float32)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +39,14 @@ def file_sha256(path: Path | str) -> str:
 
 
 def _download_imagenet() -> str:
-    """Keras' ImageNet notop weights file, downloaded once into ~/.keras/models."""
+    """Keras' ImageNet notop weights file, downloaded once into ~/.keras/models; Keras' messages
+    ("Downloading data from ...", its progress bar) go to stderr, keeping stdout for results."""
     import keras
 
-    return keras.utils.get_file(
-        IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
-    )
+    with contextlib.redirect_stdout(sys.stderr):
+        return keras.utils.get_file(
+            IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
+        )
 
 
 def _weights_file(path: str) -> Weights:

@@ -4,6 +4,8 @@ Heads are imported on first use (the dense head loads Keras and TensorFlow), so 
 which only names them, or uses the scikit-learn ones, does not start TensorFlow.
 """
 
+__distribution__ = "bottleneck-heads"  # pipeline/packages.py checks this line at start-up
+
 import importlib
 from collections.abc import Mapping
 

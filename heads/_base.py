@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, column_or_1d
 
 
-class HeadError(Exception):
-    """A head was asked for something it cannot do, stated with the fix."""
+class HeadError(ValueError):
+    """A head was asked for something it cannot do, stated with the fix (a ``ValueError``, as
+    scikit-learn raises for bad arguments)."""
 
 
 def _is_kind(value, kind: type) -> bool:
@@ -120,11 +123,20 @@ class Head(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Shape (n_samples,): the most probable class label of each row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before fit
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise HeadError(f"This {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+        """Raise scikit-learn's ``NotFittedError`` unless ``fit`` (or ``load``) has run."""
+        check_is_fitted(self, msg=f"This {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+
+    @property
+    def n_features_in_(self) -> int:
+        """Number of features seen in ``fit``: the feature shape flattened."""
+        return int(np.prod(self.feature_shape_))
 
     def _write_state(self, path: Path, **learned) -> None:
         """Write ``path``: JSON of the parameters, classes, feature shape and ``learned`` state."""
@@ -142,10 +154,13 @@ class Head(ClassifierMixin, BaseEstimator):
         return head, state
 
     def _check_features(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if hasattr(self, "feature_shape_") and X.shape[1:] != self.feature_shape_:
-            raise HeadError(f"{type(self).__name__} was fitted on features of shape "
-                            f"{self.feature_shape_}. Received: {X.shape[1:]}")
+        """``X`` as float32 (n_samples, ...), checked against the features seen in ``fit``."""
+        self._check_fitted()
+        X = check_array(X, dtype=np.float32, allow_nd=True, estimator=self)
+        if X.shape[1:] != tuple(self.feature_shape_):
+            raise HeadError(f"X has {int(np.prod(X.shape[1:]))} features, but {type(self).__name__} is "
+                            f"expecting {self.n_features_in_} features as input: it was fitted on features "
+                            f"of shape {tuple(self.feature_shape_)}. Received: {X.shape[1:]}")
         return X
 
 
@@ -155,21 +170,27 @@ def feature_blocks(X):
 
 
 def check_training_data(X, y) -> tuple[np.ndarray, np.ndarray]:
-    """Features as float32 (n_samples, ...) and labels as int (n_samples,), checked.
+    """Features as float32 (n_samples, ...) and class labels (n_samples,) of any kind (ints,
+    strings), checked as scikit-learn checks them (``ValueError``s): finite, real, not sparse,
+    not empty, one label per row, discrete labels of at least two classes.
 
     Memory-mapped store features (anything with ``blocks()``) are checked block by block
     and returned as they are, not loaded.
     """
-    if not hasattr(X, "blocks"):
-        X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y)
-    if X.ndim < 2 or y.ndim != 1 or len(X) != len(y):
-        raise HeadError(f"Expected X of shape (n_samples, ...) and y of shape (n_samples,). "
-                        f"Received: X {X.shape}, y {y.shape}")
+    if y is None:
+        raise HeadError("A head requires y to be passed, but the target y is None.")
+    if hasattr(X, "blocks"):
+        y = column_or_1d(y, warn=True)
+        if X.ndim < 2 or len(X) != len(y):
+            raise HeadError(f"Expected X of shape (n_samples, ...) and y of shape (n_samples,). "
+                            f"Received: X {X.shape}, y {y.shape}")
+        if not all(np.isfinite(block).all() for block in feature_blocks(X)):
+            raise HeadError("Features contain NaN or infinity; the store is damaged. Run `verify`.")
+    else:
+        X, y = check_X_y(X, y, dtype=np.float32, allow_nd=True)
+    check_classification_targets(y)
     if len(np.unique(y)) < 2:
-        raise HeadError(f"Need at least two classes to fit a head. Received: {np.unique(y).tolist()}")
-    if not all(np.isfinite(block).all() for block in feature_blocks(X)):
-        raise HeadError("Features contain NaN or infinity; the store is damaged. Run `verify`.")
+        raise HeadError(f"Need at least two classes to fit a head; y holds one class: {np.unique(y).tolist()}")
     return X, y
 
 

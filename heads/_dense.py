@@ -73,6 +73,13 @@ class DenseHead(Head):
         self.refit = refit
         self.seed = seed
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Keras on CPU rounds a row's float32 probabilities by its place in the batch (measured:
+        # up to 6e-8 apart when rows are reordered), so predictions are not bit-identical per row.
+        tags.non_deterministic = True
+        return tags
+
     def fit(self, X, y, groups=None) -> "DenseHead":
         """``X`` may be an array or a store's memory-mapped ``ShardedFeatures``: rows are
         gathered a batch at a time, so the features need not fit in memory."""
@@ -140,7 +147,6 @@ class DenseHead(Head):
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
-        self._check_fitted()
         X = self._check_features(X)
         return np.asarray(self.model_.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
 

@@ -132,7 +132,6 @@ class EnsembleHead(Head):
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes): the voters' probabilities averaged."""
-        self._check_fitted()
         X = self._check_features(X)
         total = np.zeros((len(X), len(self.classes_)))
         for member in self.members_.values():

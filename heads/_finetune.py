@@ -193,7 +193,6 @@ class FinetuneHead(Head):
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
-        self._check_fitted()
         X = self._check_features(X)
         return np.asarray(self.model_.predict(X, batch_size=64, verbose=0), dtype=np.float64)
 

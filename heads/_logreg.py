@@ -54,6 +54,11 @@ class LogRegHead(SklearnHead):
         return head_pipeline(normalize or self.normalize,
                              LogisticRegression(C=self.C if C is None else C, max_iter=self.max_iter))
 
+    def _fit_model(self, X, y, groups) -> "LogRegHead":
+        super()._fit_model(X, y, groups)
+        self.n_iter_ = self.model_[-1].n_iter_  # lbfgs iterations of the final fit, shape (1,)
+        return self
+
     def _search_grid(self, n_samples: int):
         grid = {"logisticregression__C": list(self.search_space.get("C", [self.C]))}
         names = {"logisticregression__C": "C"}

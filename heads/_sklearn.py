@@ -104,7 +104,8 @@ class SklearnHead(Head):
 
     def fit(self, X, y, groups=None) -> "SklearnHead":
         self._validate_params()
-        X, y = check_training_data(np.asarray(X, dtype=np.float32), y)
+        X, y = check_training_data(X, y)
+        X = np.asarray(X, dtype=np.float32)
         self.feature_shape_ = X.shape[1:]
         X = X.reshape(len(X), -1)
         self.best_params_, self.cv_score_, self.search_note_ = (
@@ -127,7 +128,8 @@ class SklearnHead(Head):
         self._check_fitted()
         head = type(self)(**self._fixed_params())
         head._validate_params()
-        X, y = check_training_data(np.asarray(X, dtype=np.float32), y)
+        X, y = check_training_data(X, y)
+        X = np.asarray(X, dtype=np.float32)
         head.feature_shape_ = X.shape[1:]
         head.best_params_, head.cv_score_, head.search_note_ = dict(self.best_params_), None, None
         return head._fit_model(X.reshape(len(X), -1), y, groups)
@@ -162,7 +164,6 @@ class SklearnHead(Head):
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
-        self._check_fitted()
         X = self._check_features(X)
         return self.model_.predict_proba(X.reshape(len(X), -1))
 
@@ -205,7 +206,7 @@ def smallest_class(y: np.ndarray, groups: np.ndarray | None = None) -> tuple[obj
     labels, label_index = np.unique(y, return_inverse=True)
     pairs = np.unique(np.stack([label_index, np.unique(groups, return_inverse=True)[1]]), axis=1)
     counts = np.bincount(pairs[0])
-    return labels[np.argmin(counts)].item(), int(counts.min())
+    return labels[[np.argmin(counts)]].tolist()[0], int(counts.min())  # a plain int or str
 
 
 def search_sample(groups: np.ndarray, max_samples: int, seed: int = 0) -> np.ndarray:

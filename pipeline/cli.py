@@ -17,9 +17,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.packages import foreign_package
+
+if problem := foreign_package():  # before importing a package that may not be this project's
+    sys.exit(f"error: {problem}")
+
 from features.extract import ExtractConfig  # its defaults (and BackboneSpec's) are the options' defaults
 from features.spec import (DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BackboneSpec, Dtype, EngineName,
                            Layout, Pooling, Precision)
+from heads import HEADS  # names only: the head modules are imported on first use
 from pipeline import config
 from pipeline.display import describe_fit, printable
 from pipeline.quiet_tensorflow import mute_tensorflow_startup
@@ -27,7 +33,7 @@ from pipeline.quiet_tensorflow import mute_tensorflow_startup
 DISTRIBUTION = "bottleneck-heads"
 DEBUG_ENV = "BOTTLENECK_HEADS_DEBUG"  # set to 1 to see the traceback of an internal error
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="Transfer learning with cached VGG16 bottleneck features and swappable heads.")
 
@@ -68,6 +74,10 @@ SearchBackendOption = Annotated[Backend, typer.Option(
          "or dask (a Dask cluster, see --scheduler; the optional extra: pip install '.[dask]').")]
 
 
+# The registered head names as a choice (click checks it: a usage error, exit 2, listing them).
+HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
+
+
 class OutputFormat(str, Enum):
     text = "text"
     csv = "csv"
@@ -75,9 +85,18 @@ class OutputFormat(str, Enum):
 
 
 def fail(message: str, code: int = 1):
-    """One ``error:`` line on stderr, then exit with ``code``."""
+    """One ``error:`` line on stderr, then exit with ``code`` (2: a usage error, as click's own)."""
     typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code=code)
+
+
+def usage_checked(check, *args):
+    """``check(*args)``; a ``HeadError`` it raises (a bad head or ``--param``) is a usage error."""
+    from heads import HeadError
+    try:
+        return check(*args)
+    except HeadError as error:
+        fail(as_options(str(error)), code=2)
 
 
 def user_errors(command):
@@ -233,8 +252,8 @@ def features(
              "image size, cached for later stores); auto: int8 where the CPU has VNNI or AMX and "
              "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
     engine: Annotated[EngineName, typer.Option(
-        help="What runs the convnet: keras, openvino (the optional fast extra: "
-             "pip install '.[fast]'), or auto (openvino for int8, else keras).")] = EngineName.AUTO,
+        help="What runs the convnet: keras, openvino (installed with the package), or auto "
+             "(openvino for int8, else keras).")] = EngineName.AUTO,
     calibration_images: Annotated[Optional[int], typer.Option(
         min=1, help="int8 only: training images the quantization is calibrated on, "
                     "at half the image size (default 64).")] = None,
@@ -288,8 +307,8 @@ def features(
 @app.command()
 @user_errors
 def head(
-    head: Annotated[str, typer.Option(
-        help="Head to fit: dense, logreg, svm or ensemble; finetune on a block4_pool store.")] = "logreg",
+    head: Annotated[HeadName, typer.Option(
+        help="Head to fit (finetune on a block4_pool store).")] = HeadName("logreg"),
     param: Annotated[Optional[list[str]], typer.Option(
         help="Head hyperparameter as name=value; repeatable (e.g. --param C=0.5).")] = None,
     no_search: NoSearchOption = False,
@@ -305,7 +324,8 @@ def head(
     from pipeline.runs import fit_run
     from pipeline.stores import open_store
 
-    params = parse_params(head_class(head), param or [])
+    head = head.value
+    params = usage_checked(parse_params, head_class(head), param or [])
     feature_store = open_store(cache, store)
     warn_if_stale(feature_store)
     with backend_client(backend.value, scheduler):
@@ -328,7 +348,7 @@ def head_names(heads: str) -> list[str]:
         fail(f"--heads names no head; give a comma-separated list of {', '.join(HEADS)}, or all. "
              f"Received: {heads!r}", code=2)
     for name in names:
-        head_class(name)
+        usage_checked(head_class, name)
     return list(dict.fromkeys(names))
 
 
@@ -357,8 +377,9 @@ def compare(
     from pipeline.runs import store_heads
     from pipeline.stores import open_store
 
+    names = None if heads.strip() == "all" else head_names(heads)  # a usage error before the store
     feature_store = open_store(cache, store)
-    names = store_heads(feature_store) if heads.strip() == "all" else head_names(heads)
+    names = names or store_heads(feature_store)
     warn_if_stale(feature_store)
     with backend_client(backend.value, scheduler):
         board = compare_heads(feature_store, names, runs, search=not no_search)
@@ -385,7 +406,7 @@ def compare(
 def predict(
     images: Annotated[list[Path], typer.Argument(
         help="Image files and/or folders of images.", callback=expand_paths)],
-    head: Annotated[str, typer.Option(help="Fitted head to use: dense, logreg, svm, ensemble or finetune.")] = "logreg",
+    head: Annotated[HeadName, typer.Option(help="Fitted head to use.")] = HeadName("logreg"),
     export: Annotated[Optional[Path], typer.Option(
         "--export", help="Use an exported head folder (from `export`) instead of --store/--head.",
         callback=expand_path)] = None,
@@ -412,7 +433,7 @@ def predict(
         predictor = load_export(export)
     else:
         feature_store = open_store(cache, store)
-        predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head))
+        predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head.value))
     paths = expand_image_paths(images)
     predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights))
     sys.stdout.write(format_predictions(predictions, predictor.class_names, output_format.value,
@@ -426,10 +447,10 @@ def predict(
 @app.command()
 @user_errors
 def export(
-    head: Annotated[str, typer.Option(help="Fitted head to export: dense, logreg, svm, ensemble or finetune.")],
+    head: Annotated[HeadName, typer.Option(help="Fitted head to export.")],
     out: Annotated[Path, typer.Option(
         help="NAME.keras: one Keras model, raw images in, probabilities out (dense, finetune and logreg); "
-             "a folder for `predict --export` (logreg and svm).", callback=expand_path)],
+             "a folder for `predict --export` (logreg, svm and ensemble).", callback=expand_path)],
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an earlier export at --out (never anything else).")] = False,
     weights: WeightsOverrideOption = None,
@@ -443,8 +464,8 @@ def export(
     from pipeline.stores import open_store
 
     feature_store = open_store(cache, store)
-    written = export_run(feature_store, load_run(runs, feature_store, head), out, weights, force=force)
-    say(f"Exported {head} to {written}")
+    written = export_run(feature_store, load_run(runs, feature_store, head.value), out, weights, force=force)
+    say(f"Exported {head.value} to {written}")
 
 
 @app.command()

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from datetime import date
 from pathlib import Path
 
 import matplotlib
@@ -27,10 +28,14 @@ from pipeline.stats import ECE_BINS  # noqa: E402
 
 GALLERY_SIZE = 12
 THUMBNAIL = 112
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:nth-child(2){text-align:left}.figs img{max-width:380px;margin:4px}
-.gallery figure{display:inline-block;margin:6px;text-align:center;font-size:12px;width:120px}"""
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1200px;color:#222}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:nth-child(2){text-align:left;overflow-wrap:break-word}
+.figs img{max-width:min(380px,100%);margin:4px;vertical-align:top}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(130px,1fr));gap:12px;align-items:start}
+.gallery figure{margin:0;font-size:12px;text-align:center}.gallery img{display:block;margin:0 auto}
+.gallery figcaption{overflow-wrap:anywhere;color:#555}.gallery b{color:#222}"""
 
 
 def _png(figure) -> str:
@@ -51,7 +56,7 @@ def _img(uri: str, alt: str) -> str:
 def _table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{rows}</table></div>'
 
 
 def confusion_figure(head: str, matrix: list[list[int]], class_names: list[str]) -> str:
@@ -70,36 +75,61 @@ def _scores(labels: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return onehot.ravel(), proba.ravel()
 
 
+def _distinct(predictions: dict[str, dict]) -> dict[str, dict]:
+    """``predictions`` with heads of identical probabilities drawn once, named together (an
+    ensemble that chose one member as "ensemble = svm"), so no curve hides another."""
+    drawn: dict[str, dict] = {}
+    for head, saved in predictions.items():
+        same = next((name for name, other in drawn.items() if np.array_equal(other["proba"], saved["proba"])), None)
+        if same is None:
+            drawn[head] = saved
+        else:
+            drawn[f"{same} = {head}"] = drawn.pop(same)
+    return drawn
+
+
 def curve_figures(predictions: dict[str, dict]) -> tuple[str, str]:
     roc, roc_axis = plt.subplots(figsize=(4.5, 4))
     pr, pr_axis = plt.subplots(figsize=(4.5, 4))
-    for head, saved in predictions.items():
+    for head, saved in _distinct(predictions).items():
         truth, score = _scores(saved["labels"], saved["proba"])
         fpr, tpr, _ = skm.roc_curve(truth, score)
         roc_axis.plot(fpr, tpr, label=f"{head} (AUC {skm.auc(fpr, tpr):.3f})")
         precision, recall, _ = skm.precision_recall_curve(truth, score)
         pr_axis.plot(recall, precision, label=f"{head} (AP {skm.average_precision_score(truth, score):.3f})")
+    classes = next(iter(predictions.values()))["proba"].shape[1]
+    averaged = "" if classes == 2 else f"\n{classes} classes one-vs-rest, micro-averaged"
     roc_axis.plot([0, 1], [0, 1], ":", color="grey")
-    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")
-    pr_axis.set(xlabel="recall", ylabel="precision", title="Precision-recall (validation)")
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (validation){averaged}")
+    pr_axis.set(xlabel="recall", ylabel="precision", title=f"Precision-recall (validation){averaged}")
     roc_axis.legend(fontsize=8)
     pr_axis.legend(fontsize=8)
     return _png(roc), _png(pr)
 
 
 def reliability_figure(predictions: dict[str, dict]) -> str:
-    figure, axis = plt.subplots(figsize=(4.5, 4))
+    """Accuracy against confidence per bin, and below it how many images each bin holds (a bin of a
+    few images says little)."""
+    figure, (axis, counts_axis) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 1.2]})
     edges = np.linspace(0, 1, ECE_BINS + 1)
-    for head, saved in predictions.items():
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1 / ECE_BINS
+    drawn = _distinct(predictions)
+    for k, (head, saved) in enumerate(drawn.items()):
         confidence = saved["proba"].max(axis=1)
         correct = saved["proba"].argmax(axis=1) == saved["labels"]
         which = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-        filled = np.bincount(which, minlength=ECE_BINS) > 0
-        accuracy = np.bincount(which, correct, ECE_BINS)[filled] / np.bincount(which, minlength=ECE_BINS)[filled]
-        axis.plot(((edges[:-1] + edges[1:]) / 2)[filled], accuracy, "o-", label=head)
+        counts = np.bincount(which, minlength=ECE_BINS)
+        filled = counts > 0
+        accuracy = np.bincount(which, correct, ECE_BINS)[filled] / counts[filled]
+        line, = axis.plot(centres[filled], accuracy, "o-", label=head)
+        bar_width = width * 0.8 / len(drawn)
+        counts_axis.bar(edges[:-1] + width * 0.1 + bar_width * (k + 0.5), counts, bar_width, color=line.get_color())
     axis.plot([0, 1], [0, 1], ":", color="grey")
-    axis.set(xlabel="confidence", ylabel="accuracy", title="Reliability (validation)")
+    axis.set(ylabel="accuracy", title=f"Reliability (validation, {len(next(iter(predictions.values()))['labels'])} "
+                                      f"images, {ECE_BINS} bins)")
     axis.legend(fontsize=8)
+    counts_axis.set(xlabel="confidence", ylabel="images per bin", xlim=(0, 1))
     return _png(figure)
 
 
@@ -178,15 +208,18 @@ def write_report(store: FeatureStore, board: dict, runs: Path) -> Path:
     figures = [confusion_figure(h, head_metrics[h]["confusion_matrix"], store.class_names) for h in heads]
     gallery_html = "".join(
         f"<figure>{_img(g['image'], g['path']) if g['image'] else '(photo moved)'}<figcaption>"
-        f"{html.escape(g['path'])}<br>true {html.escape(g['true'])}, predicted "
-        f"{html.escape(g['predicted'])} ({g['confidence']:.2f})</figcaption></figure>" for g in gallery)
+        f"<b>true {html.escape(g['true'])}, predicted {html.escape(g['predicted'])} ({g['confidence']:.2f})</b>"
+        f"<br>{html.escape(g['path'])}</figcaption></figure>" for g in gallery)
     test = board["chosen"].get("test")
     test_html = (f"<p>Scored once on the test split ({test['n_samples']} images): accuracy "
                  f"{test['accuracy']:.4f}, log loss {test['log_loss']:.4f}.</p>" if test else "")
+    title = html.escape(f"Heads on {Path(store.manifest['data_root']).name}, {date.today().isoformat()}")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Heads on store {store.key}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
 <style>{STYLE}</style></head><body>
-<h1>Heads on store {store.key}</h1>
+<h1>{title}</h1>
+<p>Data folder {html.escape(store.manifest['data_root'])}; feature store {store.key}.</p>
 <h2>Leaderboard ({board['validation_images']} validation images)</h2>
 {_table(header, body)}
 <p>Intervals: 95% bootstrap percentiles over validation images. <i>vs best</i>: McNemar's test against

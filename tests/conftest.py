@@ -95,7 +95,7 @@ REPORT_TENSORFLOW = ("import atexit; atexit.register(lambda: print('tensorflow l
                      "file=sys.stderr))")
 
 
-def cli_process(*args, prelude: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
+def cli_process(*args, prelude: str = "pass", timeout: int = 300) -> subprocess.CompletedProcess:
     """The CLI in a real process, after the Python statements ``prelude`` (e.g. one that hides a
     module, or reports on exit what was imported); output captured as text."""
     program = f"import sys; {prelude}; from pipeline.cli import app; sys.argv[0] = 'pipeline'; app()"

@@ -1,6 +1,7 @@
 """The command line as a user drives it: help, the whole flow, and one line per bad input."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -137,7 +138,8 @@ def test_bad_head_requests(cli, flat_folder):
     common = ("--cache", cli.cache, "--runs", cli.runs)
     one_line_error(cli("head", "--head", "logreg", *common), "No feature store", "features")
     fitted(cli, flat_folder)
-    one_line_error(cli("head", "--head", "forest", *common), "Unknown head 'forest'", "dense, logreg, svm")
+    forest = cli("head", "--head", "forest", *common)  # a choice: click's usage error
+    assert forest.exit_code == 2 and "'forest' is not one of 'dense', 'logreg', 'svm'" in forest.output
     one_line_error(cli("head", "--head", "svm", "--param", "depth=3", *common), "Unknown parameter 'depth'")
     one_line_error(cli("compare", "--heads", "svm,nope", *common), "Unknown head 'nope'")
     one_line_error(cli("predict", flat_folder, "--head", "dense", *common), "No fitted 'dense' head")
@@ -160,3 +162,33 @@ def test_tampered_head_is_refused(cli, flat_folder):
     model.write_bytes(model.read_bytes() + b"\0")
     one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
                    "does not match the sha256")
+
+
+def test_usage_errors_exit_2_everywhere(cli, flat_folder):
+    """One convention, click's: a bad option value is a usage error, exit 2, whoever checks it."""
+    common = ("--cache", cli.cache, "--runs", cli.runs)
+    for args in [extract_args(flat_folder, cli.cache, "--image-size", "7"), ["compare", "--heads", "", *common],
+                 ["head", "--head", "bogus", *common], ["head", "--param", "C=-1", *common],
+                 ["compare", "--heads", "svm,nope", *common], ["export", "--head", "bogus", "--out", "x", *common]]:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_shell_completion_is_available():
+    from tests.conftest import cli_process
+
+    shown = cli_process("--show-completion", "bash", timeout=120)
+    assert shown.returncode == 0 and "complete" in shown.stdout, shown.stderr
+    assert "--install-completion" in cli_process("--help", timeout=120).stdout
+
+
+def test_keras_download_messages_go_to_stderr(tmp_path):
+    """A real download attempt (through a proxy that refuses, so it fails at once): Keras' own
+    "Downloading data from" line must not mix with results on stdout."""
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "VGG16_WEIGHTS": ""}
+    program = "from features.weights import resolve_weights; resolve_weights('imagenet')"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=Path(__file__).resolve().parents[1])
+    assert "Downloading data from" in result.stderr and result.stdout == "", result

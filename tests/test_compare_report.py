@@ -197,3 +197,24 @@ def test_wrong_export_targets_are_explained(cli, compared, tmp_path):
     assert result.exit_code == 1 and "NAME.keras" in result.output
     result = cli("export", "--head", "svm", "--out", tmp_path / "x.keras", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 1 and "exports as a folder" in result.output
+
+
+def test_report_is_titled_by_its_data_and_fits_a_phone(compared):
+    from datetime import date
+
+    _, data, folder, _, _ = compared
+    page = (folder / "report.html").read_text()
+    assert f"<h1>Heads on {data.name}, {date.today().isoformat()}</h1>" in page
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert '<div class="scroll"><table>' in page  # wide tables scroll instead of widening the page
+
+
+def test_curves_name_heads_with_identical_probabilities_together():
+    """An ensemble that chose one member predicts exactly what it does: one curve, both names."""
+    from pipeline.report import _distinct
+
+    rng = np.random.default_rng(0)
+    svm = {"proba": rng.dirichlet(np.ones(3), 20), "labels": rng.integers(0, 3, 20)}
+    logreg = {"proba": rng.dirichlet(np.ones(3), 20), "labels": svm["labels"]}
+    drawn = _distinct({"svm": svm, "logreg": logreg, "ensemble": dict(svm)})
+    assert list(drawn) == ["logreg", "svm = ensemble"]

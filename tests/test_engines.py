@@ -102,5 +102,5 @@ def test_int8_without_the_fast_extra_names_the_fix(tmp_path, flat_folder):
     result = cli_process(*extract_args(flat_folder, tmp_path / "cache"), "--precision", "int8",
                          prelude="sys.modules['openvino'] = None", timeout=120)
     assert result.returncode == 1, result.stderr
-    assert "pip install '.[fast]'" in result.stderr and "Traceback" not in result.stderr
+    assert "pip install openvino nncf" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

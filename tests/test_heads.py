@@ -73,7 +73,9 @@ def test_unknown_head_lists_the_names():
 
 
 def test_unfitted_head_and_single_class_are_refused():
-    with pytest.raises(HeadError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):
         LogRegHead().predict_proba(np.zeros((2, 4)))
     with pytest.raises(HeadError, match="at least two classes"):
         LogRegHead().fit(np.zeros((4, 4)), np.zeros(4))

@@ -99,3 +99,74 @@ def test_heads_are_scikit_learn_classifiers(name):
     assert len(scores) == 3 and scores.mean() > 0.8
     model = make_pipeline(StandardScaler(), clone(head)).fit(X, y)
     assert model.score(X, y) > 0.8 and model.predict_proba(X).shape == (len(y), 3)
+
+
+def test_a_fitted_pipeline_pickles_and_predicts_the_same(store, tmp_path):
+    import pickle
+
+    import joblib
+
+    from heads import LogRegHead
+
+    data, _ = store
+    paths = sorted(str(p) for p in data.rglob("*.*"))
+    labels = [p.split("/")[-2] for p in paths]  # string labels
+    model = make_pipeline(VGG16Features(image_size=32, weights="none", precision="fp32"), LogRegHead())
+    expected = model.fit(paths[::2], labels[::2]).predict_proba(paths[1::2])
+    assert model[0].engine_ is not None
+    loaded = pickle.loads(pickle.dumps(model))
+    assert getattr(loaded[0], "engine_", None) is None, "the engine is a cache, not pickled"
+    np.testing.assert_allclose(loaded.predict_proba(paths[1::2]), expected, rtol=1e-5, atol=1e-6)
+    joblib.dump(model, tmp_path / "model.joblib")
+    assert list(joblib.load(tmp_path / "model.joblib").predict(paths[1::2])) == list(model.predict(paths[1::2]))
+    assert set(loaded.classes_) == {"alpha", "beta", "gamma"}
+
+
+def test_transformer_inputs_a_user_may_pass(store):
+    data, _ = store
+    path = sorted(str(p) for p in data.rglob("*.*"))[0]
+    features = VGG16Features(image_size=32, weights="none", precision="fp32").fit()
+    one = features.transform(path)
+    assert one.shape == (1, 1024)
+    np.testing.assert_allclose(one, features.transform([path]), rtol=1e-5, atol=1e-6)
+    assert list(features.get_feature_names_out()[:2]) == ["vgg16features0", "vgg16features1"]
+    assert len(features.get_feature_names_out()) == 1024
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
+    with pytest.raises(FeatureError, match="within 0-1.*multiply the array by 255"):
+        features.transform(pixels / 255)
+    with pytest.raises(ValueError, match=r"shape \(n, height, width, 3\)"):
+        features.transform(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="`weights` must be .*Received: None"):
+        VGG16Features(weights=None).fit()
+
+
+def test_load_store_names_the_splits_and_describes_its_data(store):
+    _, cache = store
+    with pytest.raises(FeatureError, match="no 'val' rows; its splits are train, validation\\."):
+        load_store("latest", split="val", cache=cache)
+    data = load_store("latest", split="validation", cache=cache).data
+    assert data.dtype == np.float32 and data.ndim == 2 and data.shape[1] == 1024
+    assert data.size == data.shape[0] * 1024 and data.nbytes == data.size * 4
+    assert repr(data).startswith(f"ShardedFeatures(shape={data.shape}, dtype=float32")
+
+
+@pytest.mark.parametrize("name", ["dense", "logreg", "svm", "ensemble"])
+def test_heads_take_string_labels_and_refuse_misuse(name):
+    from sklearn.exceptions import NotFittedError
+
+    from heads import HeadError, create_head
+
+    params = dict(FAST_PARAMS[name])
+    if name in ("logreg", "svm"):
+        params["search_space"] = {"C": [0.1, 1.0]}
+    X, y = small_problem()
+    words = np.array(["cat", "dog", "owl"], dtype=object)[y]
+    head = create_head(name, **params)
+    with pytest.raises(NotFittedError):
+        head.predict(X)
+    head.fit(X, words)
+    assert list(head.classes_) == ["cat", "dog", "owl"] and head.n_features_in_ == X.shape[1]
+    assert np.mean(head.predict(X) == words) > 0.8
+    assert issubclass(HeadError, ValueError) and issubclass(FeatureError, ValueError)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clone(head).fit(X, np.linspace(0, 1, len(X)))

@@ -31,3 +31,37 @@ def test_the_keras_engine_loads_tensorflow_quietly(split_folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "tensorflow loaded: True" in result.stderr
     assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr
+
+
+def copy_of_the_packages(folder):
+    """The project's three packages copied into ``folder`` (their source only)."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("features", "heads", "pipeline"):
+        shutil.copytree(repo / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["overwritten", "shadowed"])
+def test_a_foreign_features_package_is_named_in_one_line(tmp_path, case):
+    """As after `pip install features` (its __init__.py written over ours), or with a features.py in
+    the working folder ahead of ours on sys.path."""
+    import subprocess
+    import sys
+
+    home = copy_of_the_packages(tmp_path / "site")
+    if case == "overwritten":
+        (home / "features" / "__init__.py").write_text("# another project's features package\n")
+        cwd = home
+    else:
+        cwd = tmp_path / "work"
+        cwd.mkdir()
+        (cwd / "features.py").write_text("# the user's own script\n")
+    result = subprocess.run([sys.executable, "-c", f"import sys; sys.path[1:1] = [{str(home)!r}]; "
+                             "import runpy; runpy.run_module('pipeline', run_name='__main__')", "--version"],
+                            cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert ("overwrote it" if case == "overwritten" else "features.py") in result.stderr

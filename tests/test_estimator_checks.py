@@ -1,0 +1,19 @@
+"""scikit-learn's own estimator checks over the heads, and the transformer with its tags declared."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from features import VGG16Features
+from heads import DenseHead, EnsembleHead, LogRegHead, SVMHead
+
+# Small and quick: the checks fit each estimator some fifty times on tiny data, where starting
+# joblib's worker processes would cost more than the fits.
+ONE_JOB = {"n_jobs": 1}
+ESTIMATORS = [LogRegHead(**ONE_JOB), SVMHead(**ONE_JOB),
+              EnsembleHead(members="logreg,svm", member_params={"logreg": ONE_JOB, "svm": ONE_JOB}),
+              DenseHead(units=32, learning_rate=0.05, epochs=4, batch_size=512, patience=1, refit=False),
+              VGG16Features(image_size=32, weights="none", precision="fp32")]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
