@@ -248,12 +248,13 @@ def features(
              "maps (half the disk).")] = None,
     precision: Annotated[Precision, typer.Option(
         help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
-             "int8 (about 3.5-4x on CPUs with VNNI or AMX, OpenVINO, calibrated once per weights and "
-             "image size, cached for later stores); auto: int8 where the CPU has VNNI or AMX and "
-             "OpenVINO is installed, else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
+             "int8 (OpenVINO, calibrated once per weights and image size and checked against fp32 on "
+             "each CPU class; about 3.5-4x on CPUs with VNNI or AMX, 2.6x on AVX2 only); auto: int8 "
+             "where the CPU has AVX2, VNNI or AMX (falling back, and saying why, if int8 drifts from "
+             "fp32 there), else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
     engine: Annotated[EngineName, typer.Option(
-        help="What runs the convnet: keras, openvino (installed with the package), or auto "
-             "(openvino for int8, else keras).")] = EngineName.AUTO,
+        help="What runs the convnet: keras, openvino, or auto (openvino for int8, and for fp32 on "
+             "CPUs with AVX2, where it is 1.5x Keras; else keras).")] = EngineName.AUTO,
     calibration_images: Annotated[Optional[int], typer.Option(
         min=1, help="int8 only: training images the quantization is calibrated on, "
                     "at half the image size (default 64).")] = None,
