@@ -345,9 +345,11 @@ WALL_ARGS = {"fp32 keras": ["--precision", "fp32", "--engine", "keras"], "int8 f
              "int8 cached": ["--precision", "int8"]}  # else --precision <path>, engine auto
 
 
-def wall_paths() -> tuple[str, ...]:
-    """The whole-command paths to time on this CPU (bf16 only where native, as in ``measured_paths``)."""
-    return tuple(p for p in WALL_PATHS if p != "bf16" or native_precision(cpu_flags()) == "bf16")
+def wall_paths(asked=WALL_PATHS) -> tuple[str, ...]:
+    """The recipe and the ``asked`` whole-command paths this CPU runs natively (bf16 only where
+    native, as in ``measured_paths``)."""
+    return tuple(p for p in WALL_PATHS if (p == "recipe" or p in asked)
+                 and (p != "bf16" or native_precision(cpu_flags()) == "bf16"))
 
 
 def run_timed(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
@@ -384,7 +386,8 @@ def run_timed(command: list[str], env: dict | None = None) -> tuple[float, float
     return seconds, peak[0] / 1024, output
 
 
-def wall_times(counts: tuple[int, ...], size: int, weights, scratch: Path, repeats: int) -> list[dict]:
+def wall_times(counts: tuple[int, ...], size: int, weights, scratch: Path, repeats: int,
+               paths: tuple[str, ...]) -> list[dict]:
     """Whole-command wall time of every path at each photo count, each in a fresh process and
     store (the int8 calibration cache is cold for "int8 fresh" and "auto", warm for "int8
     cached", which is a second store, another pooling, on the same weights and size)."""
@@ -393,7 +396,7 @@ def wall_times(counts: tuple[int, ...], size: int, weights, scratch: Path, repea
         if not (scratch / f"wall-photos-{count}").is_dir():
             photo_folder(scratch / f"wall-photos-{count}", count)
     for repeat in range(repeats):
-        for path in wall_paths():  # interleaved: paths take turns, and each path's counts run back to back
+        for path in paths:  # interleaved: paths take turns, and each path's counts run back to back
             for count in counts:
                 folder = scratch / f"wall-photos-{count}"
                 out = scratch / f"wall-{path.replace(' ', '-')}-{count}-{repeat}"
@@ -424,7 +427,7 @@ def summarise_wall(rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
     largest count, fixed seconds (the largest count's time less its images at the marginal rate)."""
     small, large = min(counts), max(counts)
     summary = []
-    for path in wall_paths():
+    for path in WALL_PATHS:
         times = {count: statistics.median(r["seconds"] for r in rows if r["path"] == path and r["images"] == count)
                  for count in counts if any(r["path"] == path and r["images"] == count for r in rows)}
         if large not in times:
@@ -449,6 +452,8 @@ def main() -> None:
                         help="photo counts of the whole-command wall-time runs (the largest is the headline)")
     parser.add_argument("--wall-size", type=int, default=224)
     parser.add_argument("--wall-repeats", type=int, default=1)
+    parser.add_argument("--wall-paths", nargs="+", choices=WALL_PATHS, default=list(WALL_PATHS),
+                        help="whole-command paths to time (bf16 only where native); recipe always")
     parser.add_argument("--skip", nargs="*", default=[], choices=["paths", "heads", "rss", "wall"])
     args = parser.parse_args()
     weights = resolve_weights(str(WEIGHTS) if WEIGHTS.is_file() else "none")
@@ -468,7 +473,8 @@ def main() -> None:
             result["extraction_peak_rss_mib"] = extraction_rss(tuple(args.rss_counts), scratch)
         if "wall" not in args.skip:
             counts = tuple(sorted(set(args.wall_images)))
-            result["wall_runs"] = wall_times(counts, args.wall_size, weights, scratch, args.wall_repeats)
+            result["wall_runs"] = wall_times(counts, args.wall_size, weights, scratch, args.wall_repeats,
+                                             wall_paths(args.wall_paths))
             result["wall"] = summarise_wall(result["wall_runs"], counts)
     print_report(result)
     folder = ROOT / "bench" / "results" / _cpu_folder(result["cpu"]["model"])

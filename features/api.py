@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from features.engines import open_engine, view_features
 from features.errors import FeatureError
 from features.images import load_pixels
-from features.spec import BackboneSpec, Precision, cpu_flags, native_precision
+from features.spec import BackboneSpec, Precision, cpu_flags, native_precision, resolve_engine
 from features.store import FeatureStore
 from features.weights import resolve_weights
 
@@ -148,7 +148,8 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if getattr(self, "weights_", None) is None:
             self.weights_ = resolve_weights(str(self.weights))
         return BackboneSpec(weights=self.weights_, image_size=self.image_size, pooling=self.pooling,
-                            views=self.views, precision=precision, engine="keras", batch_size=self.batch_size)
+                            views=self.views, precision=precision, engine=resolve_engine("auto", precision),
+                            batch_size=self.batch_size)
 
     def _engine(self):
         if getattr(self, "engine_", None) is None:
