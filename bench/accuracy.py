@@ -96,6 +96,8 @@ OPTIONS = {
     "quality max": ("quality", DEFAULT_HEADS),
     "finetune": ("block4", {"finetune": {}}),
     "finetune passes 2": ("block4-passes2", {"finetune": {}}),
+    "blocks": ("blocks", DEFAULT_HEADS),
+    "blocks views 2": ("blocks-views2", DEFAULT_HEADS),
 }
 NOT_BY_DEFAULT = ("passes 2", "finetune passes 2")  # the slowest stores: run when asked
 STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views", "2"],
@@ -103,7 +105,8 @@ STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views"
           "quality": ["--image-size", "320", "--pooling", "avgmax", "--views", "2"],
           "maps": ["--pooling", "none", "--dtype", "float16"],
           "avgmax-int8": ["--pooling", "avgmax", "--precision", "int8"],  # the last --precision wins
-          "block4": ["--pooling", "block4_pool"], "block4-passes2": ["--pooling", "block4_pool", "--passes", "2"]}
+          "block4": ["--pooling", "block4_pool"], "block4-passes2": ["--pooling", "block4_pool", "--passes", "2"],
+          "blocks": ["--pooling", "blocks"], "blocks-views2": ["--pooling", "blocks", "--views", "2"]}
 
 
 def build_store(data: Path, store: str, args) -> dict:
