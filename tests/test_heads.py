@@ -57,7 +57,7 @@ def test_params_are_typed_from_defaults():
 
 
 @pytest.mark.parametrize("pairs, message", [
-    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, cv_folds, max_iter"),
+    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, column_groups, columns, cv_folds, max_iter"),
     (["search_space=1"], "cannot be set with `param`"),
     (["C"], "`param` takes name=value"),
     (["C=high"], "'C' must be a float"),
