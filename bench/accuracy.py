@@ -37,6 +37,12 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - finetune: the finetune head (block 5 trained from ImageNet, with a softmax top) on the
   block4_pool maps (a new store, float16).
 - finetune passes 2: the same with two augmented passes as extra rows (not run unless asked).
+- defaults (block 5): the defaults on a `--pooling blocks` store's block 5 columns (average and max:
+  the default avgmax store's features, from the same pass), groups not searched.
+- views 2 (block 5): the same on a blocks store with --views 2.
+- blocks: every head as `compare` fits it on a blocks store: column groups and the per-group signed
+  square root + L2 normalisation chosen by each head's search on training rows (issue 22).
+- blocks views 2: the same with --views 2.
 
 Writes bench/results/accuracy-<date>.{md,json}.
 """
@@ -75,6 +81,11 @@ MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "search_space": MAIN
 BASELINE = {"logreg": {}, "svm": MAIN_SVM, "dense": {"refit": False}}
 SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
 DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}
+# The defaults on a blocks store's block 5 columns only, unnormalised for logreg: the very features and
+# heads of the default avgmax store (the same pass; the groups not searched), beside the searched groups.
+BLOCK5 = "block5_avg+block5_max"
+BLOCK5_HEADS = {"logreg": {"columns": BLOCK5, "normalize": "none"}, "svm": {"columns": BLOCK5},
+                "dense": {"columns": BLOCK5}, "ensemble": {}}
 # option -> (store, {head: params}); "ensemble" reuses the option's other heads as its members.
 OPTIONS = {
     "recipe": ("maps", {"recipe": {}}),
@@ -96,6 +107,8 @@ OPTIONS = {
     "quality max": ("quality", DEFAULT_HEADS),
     "finetune": ("block4", {"finetune": {}}),
     "finetune passes 2": ("block4-passes2", {"finetune": {}}),
+    "defaults (block 5)": ("blocks", BLOCK5_HEADS),
+    "views 2 (block 5)": ("blocks-views2", BLOCK5_HEADS),
     "blocks": ("blocks", DEFAULT_HEADS),
     "blocks views 2": ("blocks-views2", DEFAULT_HEADS),
 }
