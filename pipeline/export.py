@@ -80,7 +80,7 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
     inputs = keras.Input(shape=head.feature_shape_)
     n_features = int(np.prod(head.feature_shape_))
     x = column_layers(keras.layers.Flatten()(inputs),
-                      selected_ranges(head.column_groups, head.columns_, n_features), n_features)
+                      selected_ranges(getattr(head, "column_groups", None), head.columns_, n_features), n_features)
     x = keras.layers.Normalization(mean=-clipper.min_ / clipper.scale_, variance=clipper.scale_ ** -2.0,
                                    name="onto_training_range")(x)
     x = keras.layers.ReLU(max_value=1.0, name="clip_to_training_range")(x)
