@@ -168,14 +168,17 @@ class DenseHead(Head):
         ranges = selected_ranges(self.column_groups, columns, n_features)
         kept = np.concatenate([np.arange(start, stop) for start, stop in ranges])
         centre, half_range, mean, variance = input_scaling(*(part[kept] for part in statistics))
-        inputs = keras.Input(shape=self.feature_shape_)
-        x = column_layers(keras.layers.Flatten()(inputs), ranges, n_features)
-        x = keras.layers.Normalization(mean=centre, variance=half_range ** 2)(x)  # training range -> [-1, 1]
-        x = keras.layers.Activation("hard_tanh")(x)  # beyond it: clipped
-        x = keras.layers.Normalization(mean=mean, variance=variance)(x)
-        x = keras.layers.Dense(self.units, activation="relu")(x)
-        x = keras.layers.Dropout(self.dropout)(x)
-        model = keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+        model = keras.Sequential([
+            keras.Input(shape=self.feature_shape_),
+            keras.layers.Flatten(),
+            *column_model(ranges, n_features),
+            keras.layers.Normalization(mean=centre, variance=half_range ** 2),  # training range -> [-1, 1]
+            keras.layers.Activation("hard_tanh"),  # beyond it: clipped
+            keras.layers.Normalization(mean=mean, variance=variance),
+            keras.layers.Dense(self.units, activation="relu"),
+            keras.layers.Dropout(self.dropout),
+            keras.layers.Dense(n_classes, activation="softmax"),
+        ])
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss="sparse_categorical_crossentropy")
         return model
@@ -205,14 +208,16 @@ class DenseHead(Head):
         return head
 
 
-def column_layers(x, ranges: list[tuple[int, int]], n_features: int):
-    """The column ``ranges`` of flat rows ``x`` side by side, in built-in Keras layers (cropping);
-    ``x`` itself when they are every column."""
+def column_model(ranges: list[tuple[int, int]], n_features: int) -> list[keras.Model]:
+    """The column ``ranges`` of flat rows side by side, as a model of built-in Keras layers
+    (cropping), in a list to splice into a ``Sequential``; empty when they are every column."""
     if ranges == [(0, n_features)]:
-        return x
-    rows = keras.layers.Reshape((n_features, 1))(x)
-    return keras.layers.Flatten()(keras.layers.Concatenate(axis=1)(
-        [keras.layers.Cropping1D((start, n_features - stop))(rows) for start, stop in ranges]))
+        return []
+    rows = keras.Input(shape=(n_features,))
+    reshaped = keras.layers.Reshape((n_features, 1))(rows)
+    kept = keras.layers.Concatenate(axis=1)(
+        [keras.layers.Cropping1D((start, n_features - stop))(reshaped) for start, stop in ranges])
+    return [keras.Model(rows, keras.layers.Flatten()(kept), name="columns")]
 
 
 def _statistics(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, ...]:

@@ -31,7 +31,7 @@ from features.calibration import INT8_DIR, int8_problems, model_hashes
 from features.store import atomic_write_bytes
 from heads import DenseHead, FinetuneHead, LogRegHead, head_class
 from heads._base import selected_ranges
-from heads._dense import column_layers
+from heads._dense import column_model
 from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, backbone_settings
 from pipeline.runs import MODEL_DIR, Run, hash_folder
@@ -77,16 +77,17 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
     intercept = classifier.intercept_ - (classifier.coef_ * scaler.mean_ / scale).sum(axis=1)
     if len(coef) == 1:
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    inputs = keras.Input(shape=head.feature_shape_)
     n_features = int(np.prod(head.feature_shape_))
-    x = column_layers(keras.layers.Flatten()(inputs),
-                      selected_ranges(getattr(head, "column_groups", None), head.columns_, n_features), n_features)
-    x = keras.layers.Normalization(mean=-clipper.min_ / clipper.scale_, variance=clipper.scale_ ** -2.0,
-                                   name="onto_training_range")(x)
-    x = keras.layers.ReLU(max_value=1.0, name="clip_to_training_range")(x)
-    top = keras.layers.Dense(len(coef), activation="softmax", name="logistic_regression")
-    model = keras.Model(inputs, top(x), name="logreg_head")
-    top.set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
+    model = keras.Sequential([
+        keras.Input(shape=head.feature_shape_),
+        keras.layers.Flatten(),
+        *column_model(selected_ranges(getattr(head, "column_groups", None), head.columns_, n_features), n_features),
+        keras.layers.Normalization(mean=-clipper.min_ / clipper.scale_, variance=clipper.scale_ ** -2.0,
+                                   name="onto_training_range"),
+        keras.layers.ReLU(max_value=1.0, name="clip_to_training_range"),
+        keras.layers.Dense(len(coef), activation="softmax", name="logistic_regression"),
+    ], name="logreg_head")
+    model.layers[-1].set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
     return model
 
 

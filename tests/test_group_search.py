@@ -119,3 +119,12 @@ def test_a_logreg_on_chosen_groups_exports_to_keras_layers_that_predict_as_it_do
     X = store.split_arrays("validation")["features"]
     np.testing.assert_allclose(logistic_regression_model(run.head).predict(X, verbose=0), run.head.predict_proba(X),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_a_dense_head_on_chosen_groups_saves_and_loads_in_safe_mode(tmp_path):
+    X, y = two_signals()
+    head = DenseHead(epochs=5, patience=2, column_groups=GROUPS, columns="a+b").fit(X, y)
+    head.save(tmp_path / "dense")
+    loaded = DenseHead.load(tmp_path / "dense")
+    assert loaded.columns_ == "a+b" and loaded.cv_score_ == head.cv_score_
+    np.testing.assert_allclose(loaded.predict_proba(X), head.predict_proba(X), rtol=1e-6)
