@@ -47,7 +47,8 @@ def load_store(key_or_path: str | Path = "latest", split: str = "train", passes:
     ``target_names``; ``filenames`` are relative to ``data_root``; ``split`` and
     ``pass_index`` say where each row came from (pass 0 is the unaugmented image; training
     rows of augmented passes follow unless ``passes`` is False). ``groups`` (the source
-    index of each row) keeps augmented twins together in ``GroupKFold``.
+    index of each row) keeps augmented twins together in ``GroupKFold``. ``column_groups`` names the
+    feature columns of a ``blocks`` store (group -> [start, stop)); None for other poolings.
     """
     store = FeatureStore(store_path(key_or_path, cache))
     rows = store.split_rows(split, passes)
@@ -56,7 +57,7 @@ def load_store(key_or_path: str | Path = "latest", split: str = "train", passes:
         filenames=np.asarray(store.source_paths(rows["sources"]), dtype=object),
         split=np.full(len(rows["labels"]), split, dtype=object), pass_index=rows["passes"],
         groups=rows["sources"], data_root=store.manifest["data_root"], key=store.key,
-        feature_shape=tuple(store.manifest["feature_shape"]),
+        feature_shape=tuple(store.manifest["feature_shape"]), column_groups=store.column_groups,
     )
 
 
@@ -67,7 +68,8 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     as `features` decodes them) or an array of RGB images (n, height, width, 3), values 0-255
     (an array of floats within 0-1 is refused: multiply it by 255), resized bilinearly to
     ``image_size``; it returns float32 features of shape (n, 1024) with the default
-    ``pooling="avgmax"``, (n, 512) with avg or max, flattened maps with none (block 5's) or
+    ``pooling="avgmax"``, (n, 512) with avg or max, (n, 2560) with blocks (the average and max of
+    blocks 3, 4 and 5: ``column_groups_`` names them), flattened maps with none (block 5's) or
     block4_pool (block 4's) (2 ``views`` average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
     instead of recomputed. ``fit`` learns nothing; the engine is built on first use, and is
@@ -78,7 +80,7 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     Parameters
     ----------
     image_size : int, square input size in pixels (32-1024).
-    pooling : {"avg", "max", "avgmax", "none", "block4_pool"}
+    pooling : {"avg", "max", "avgmax", "blocks", "none", "block4_pool"}
     views : {1, 2}
     weights : str, "auto", "imagenet", "none" (random) or a weights file path.
     precision : {"auto", "fp32", "bf16"}, the convnet's arithmetic; auto: bf16 where the CPU
@@ -116,6 +118,7 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def fit(self, X=None, y=None):
         self.spec_ = self._spec()
         self.n_features_out_ = int(np.prod(self.spec_.feature_shape))
+        self.column_groups_ = self.spec_.column_groups
         return self
 
     def transform(self, X) -> np.ndarray:

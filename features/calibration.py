@@ -6,8 +6,8 @@ stores, ``<cache>/int8-models/<id>/``, keyed by the weights' identity, the image
 the number of calibration images (and a format version), never by the data. A later store
 on the same weights and size (new photos added, another pooling) links that very model
 instead of calibrating again; ``--recalibrate`` calibrates anew on the current data and
-replaces the cache entry. The base is quantized without its pooling (pooling is done on
-the engine's output), so one model serves every pooling.
+replaces the cache entry. The base is quantized without its pooling, with the maps of blocks
+3, 4 and 5 out (pooling is done on the engine's output), so one model serves every pooling.
 
 Every int8 store still holds its own copy of the model (``int8/``, hard-linked where the
 filesystem allows), with the model's sha256 in the manifest and in the store key, so
@@ -34,6 +34,7 @@ import numpy as np
 from features.dataset import Dataset
 from features.drift import check_drift
 from features.engines import INT8_DIR, INT8_MODEL_FILE, int8_model_path
+from features.engines.vgg16_graph import BLOCK_MAPS
 from features.errors import FeatureError
 from features.images import load_pixels
 from features.spec import MIN_IMAGE_SIZE, BackboneSpec
@@ -48,9 +49,9 @@ CACHE_DIR = "int8-models"  # inside the store cache: <cache>/int8-models/<id>/
 PROVENANCE_FILE = "calibration.json"
 # Bumped when the way the cached model is made changes (2: the preprocessing is a layer of
 # the converted graph; 3: the graph built from the weights file, calibrated at half the size;
-# 4: 7-bit weights in every layer, the same arithmetic on every CPU; activation ranges from the
-# calibration images' extremes).
-CACHE_FORMAT = 4
+# 4: 7-bit weights in every layer, the same arithmetic on every CPU, activation ranges from the
+# calibration images' extremes; 5: the maps of blocks 3, 4 and 5 out, for `blocks` pooling).
+CACHE_FORMAT = 5
 # Images per calibration batch: NNCF keeps every activation of a batch while it collects
 # statistics, so this sets calibration's peak memory (batch 32 at 224 px: 7.0 GB).
 CALIBRATION_BATCH = 4
@@ -90,13 +91,14 @@ def calibration_image_size(image_size: int) -> int:
     return max(MIN_IMAGE_SIZE, image_size // 2)
 
 
-def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = "none"):
+def quantize_int8(spec: BackboneSpec, batches: list[np.ndarray], pooling: str = BLOCK_MAPS):
     """The VGG16 base (with preprocessing) post-training quantized to int8 by NNCF on ``batches``,
     for ``spec``'s image size whatever the batches' size.
 
     Weights per channel, activations per tensor, from the batches' statistics (no bias
     correction: measured not needed); the batch size of the model is that of the batches.
-    Stores quantize the maps (``pooling="none"``).
+    Stores quantize the maps of blocks 3, 4 and 5 (``BLOCK_MAPS``, three outputs), which every
+    pooling is computed from.
 
     Activation ranges are the extremes over all calibration images (NNCF's default averages each
     batch's extremes, which clipped high-contrast textures: min cosine to fp32 0.971 over dtd_6's
@@ -230,7 +232,7 @@ def _software() -> dict:
 
 
 def calibrate(cache: Path, dataset: Dataset, spec: BackboneSpec) -> CalibratedModel:
-    """Quantize the base (no pooling) on the spec's count of ``dataset``'s training images and
+    """Quantize the base (maps out, no pooling) on the spec's count of ``dataset``'s training images and
     write it into the cache atomically, replacing an earlier entry for the same id."""
     import gc
 

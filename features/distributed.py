@@ -153,7 +153,8 @@ def _weights_for_workers(folder: Path, config: ExtractConfig):
 
     path = folder / f".random-weights{TEMPORARY_MARK}{os.getpid()}.weights.h5"
     precision = spec.precision if spec.engine == "keras" else "fp32"
-    build_backbone(spec, precision).get_layer("vgg16").save_weights(path)
+    # the whole base (every pooling draws the same weights; `blocks` and block4_pool wrap it in another model)
+    build_backbone(spec, precision, pooling="none").get_layer("vgg16").save_weights(path)
     try:
         shared = Weights(str(path), spec.weights.identity, spec.weights.warning)
         yield replace(config, backbone=replace(spec, weights=shared))

@@ -1,5 +1,5 @@
-"""The int8 drift guard: a calibrated model's pooled features against fp32's on a few training
-photos at full size, measured once per model and CPU class and recorded with the model.
+"""The int8 drift guard: a calibrated model's pooled features (every column group it outputs: the
+average and the max of blocks 3, 4 and 5) against fp32's on a few training photos at full size, measured once per model and CPU class and recorded with the model.
 
 int8 arithmetic differs between CPU classes (VNNI sums exactly; AVX2 without it goes through
 16-bit sums), so a model that is right on one class is checked again the first time it runs on
@@ -16,11 +16,11 @@ import numpy as np
 
 from features.dataset import Dataset
 from features.errors import FeatureError
-from features.spec import BackboneSpec, Pooling, cpu_class, cpu_flags
+from features.spec import BackboneSpec, Pooling, column_groups, cpu_class, cpu_flags
 
 logger = logging.getLogger(__name__)
 
-# The lowest cosine to fp32 that any checked photo's average- or max-pooled features may have.
+# The lowest cosine to fp32 that any checked photo's features may have, in any column group.
 # Sound models measured 0.996-0.9999 (docs/benchmarks.md, "int8 drift"); the 16-bit overflow
 # that the guard exists for measured 0.83-0.88.
 DRIFT_THRESHOLD = 0.99
@@ -39,29 +39,30 @@ class Int8DriftError(FeatureError):
             "fp32 or bf16.")
 
 
-def pooled_cosines(reference: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Per photo, the lower cosine of its average- and of its max-pooled halves (avgmax rows)."""
+def pooled_cosines(reference: np.ndarray, features: np.ndarray, groups: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Per column group (name -> [start, stop)), each photo's cosine between its two rows."""
     def cosine(a, b):
         return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
 
-    half = reference.shape[1] // 2
-    return np.minimum(cosine(reference[:, :half], features[:, :half]),
-                      cosine(reference[:, half:], features[:, half:]))
+    return {name: cosine(reference[:, start:stop], features[:, start:stop]) for name, (start, stop) in groups.items()}
 
 
 def measure_drift(int8_model, spec: BackboneSpec, pixels: np.ndarray) -> dict:
-    """How far ``int8_model`` (the calibrated base, maps out) is from the fp32 base on ``pixels``
-    (raw RGB at the spec's size), on this CPU."""
+    """How far ``int8_model`` (the calibrated base, maps of blocks 3, 4 and 5 out) is from the fp32
+    base on ``pixels`` (raw RGB at the spec's size), on this CPU, in every column group of
+    ``blocks`` pooling."""
     from features.engines.openvino_engine import OpenVinoEngine, to_openvino
 
-    pooled = dataclasses.replace(spec, pooling=Pooling.AVGMAX.value)
+    pooled = dataclasses.replace(spec, pooling=Pooling.BLOCKS.value)
     fp32 = dataclasses.replace(pooled, precision="fp32", engine="openvino")
     reference = OpenVinoEngine(to_openvino(fp32, len(pixels)), fp32)(pixels)
     features = OpenVinoEngine(int8_model, pooled, pool_maps=True)(pixels)
-    cosines = pooled_cosines(reference, features)
+    by_group = pooled_cosines(reference, features, column_groups(pooled.pooling))
+    cosines = np.min(list(by_group.values()), axis=0)  # per photo, its worst group
     return {"cpu_class": cpu_class(cpu_flags()), "min_cosine": round(float(cosines.min()), 5),
             "mean_cosine": round(float(cosines.mean()), 5), "images": len(pixels),
-            "image_size": spec.image_size}
+            "image_size": spec.image_size,
+            "min_cosine_by_group": {name: round(float(c.min()), 5) for name, c in by_group.items()}}
 
 
 def drift_pixels(dataset: Dataset, image_size: int) -> np.ndarray:

@@ -34,6 +34,7 @@ class _Optional(TypedDict, total=False):
     software: dict  # python and keras versions that wrote it
     int8: dict  # int8 stores: the calibrated model's identity, file hashes and provenance
     twins: list  # [[source index, ...]]: each set of same-bytes files in one class
+    column_groups: dict  # `blocks` stores: group name -> [start, stop) of its feature columns
 
 
 class Manifest(_Optional):
@@ -59,6 +60,7 @@ FIELDS = {name: kind for name, kind in get_type_hints(Manifest).items() if name 
 def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manifest:
     """Everything the manifest records before the first shard."""
     weights = config.weights
+    groups = config.backbone.column_groups
     return {
         "key": key,
         "config": config.to_dict(),
@@ -74,6 +76,7 @@ def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manif
         "software": {"python": platform.python_version(), "keras": metadata.version("keras")},
         "shards": [],
         "complete": False,
+        **({"column_groups": groups} if groups else {}),
     }
 
 
@@ -81,11 +84,12 @@ def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manif
 
 
 def content_key(config: dict, weights_identity: str, class_names, sources: list[dict],
-                int8_identity: str | None = None) -> str:
+                int8_identity: str | None = None, column_groups: dict | None = None) -> str:
     """16 hex digits of sha256 over backbone, weights, settings (less ``NOT_IN_KEY``), class
     names and the file list with each file's split; for an int8 store also the identity
-    (sha256) of its calibrated model, which shapes its features as much as the weights do.
-    Keys of fp32 and bf16 stores (``int8_identity`` None) are what they always were."""
+    (sha256) of its calibrated model, which shapes its features as much as the weights do; for a
+    store with named column groups (``blocks`` pooling), those groups. Keys of other stores
+    (``int8_identity`` and ``column_groups`` None) are what they always were."""
     identity = {
         "version": EXTRACTION_VERSION,
         "backbone": BACKBONE,
@@ -98,6 +102,8 @@ def content_key(config: dict, weights_identity: str, class_names, sources: list[
     }
     if int8_identity is not None:
         identity["int8_model"] = int8_identity
+    if column_groups is not None:
+        identity["column_groups"] = column_groups
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -105,13 +111,13 @@ def content_key(config: dict, weights_identity: str, class_names, sources: list[
 def store_key(dataset: "Dataset", config: "ExtractConfig", int8_identity: str | None = None) -> str:
     """The key of the store these inputs make (for int8, with the calibrated model's identity)."""
     return content_key(config.to_dict(), config.weights.identity, dataset.class_names,
-                       [asdict(source) for source in dataset.sources], int8_identity)
+                       [asdict(source) for source in dataset.sources], int8_identity, config.backbone.column_groups)
 
 
 def manifest_key(manifest: Manifest) -> str:
     """The key that a manifest's recorded config, weights, class names and sources hash to."""
     return content_key(manifest["config"], manifest["weights"]["identity"], manifest["class_names"],
-                       manifest["sources"], manifest.get("int8", {}).get("identity"))
+                       manifest["sources"], manifest.get("int8", {}).get("identity"), manifest.get("column_groups"))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -149,6 +155,8 @@ def manifest_problem(manifest) -> str | None:
         return "a shard entry lacks a field or names another split or pass than its file"
     if not all(isinstance(entry, dict) and "path" in entry for entry in manifest["skipped"]):
         return "a skipped entry has no path"
+    if "column_groups" in manifest and not _are_column_groups(manifest["column_groups"], manifest["feature_shape"]):
+        return "its column groups are not [start, stop) ranges of its feature columns"
     try:
         key = manifest_key(manifest)
     except (KeyError, TypeError) as error:
@@ -157,6 +165,13 @@ def manifest_problem(manifest) -> str | None:
         return (f"its settings, weights, class names or file list hash to {key}, not to its key "
                 f"{manifest['key']} (it was edited, or written by another version)")
     return None
+
+
+def _are_column_groups(groups, feature_shape: list) -> bool:
+    """Each group an int range [start, stop) within the features' one axis."""
+    return (isinstance(groups, dict) and len(feature_shape) == 1 and all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(i, int) for i in r) and 0 <= r[0] < r[1] <= feature_shape[0]
+        for r in groups.values()))
 
 
 def _is_shard_entry(entry) -> bool:

@@ -40,9 +40,25 @@ class Pooling(Choice):
     AVGMAX = "avgmax"  # average and max side by side: (1024,); the default (bench/results/accuracy-*.md)
     NONE = "none"  # the maps themselves: (size/32, size/32, 512)
     BLOCK4_POOL = "block4_pool"  # block 4's maps, (size/16, size/16, 512): what the finetune head trains block5 on
+    BLOCKS = "blocks"  # average and max of blocks 3, 4 and 5 side by side, one pass: (2560,) in COLUMN_GROUPS
 
 
 MAP_STRIDES = {Pooling.NONE: 32, Pooling.BLOCK4_POOL: 16}  # the poolings that keep maps: input px per map cell
+# The blocks whose pooled outputs (blockN_pool, after its max pool) ``blocks`` pooling keeps, and their channels.
+BLOCK_CHANNELS = {"block3": 256, "block4": 512, "block5": 512}
+
+
+def column_groups(pooling: str) -> dict[str, list[int]] | None:
+    """Named column groups of pooled features, name -> [start, stop): ``blocks``' six (block 3, 4
+    and 5, each average then max), None for the other poolings (one implicit group)."""
+    if pooling != Pooling.BLOCKS:
+        return None
+    groups, start = {}, 0
+    for block, channels in BLOCK_CHANNELS.items():
+        for kind in ("avg", "max"):
+            groups[f"{block}_{kind}"] = [start, start + channels]
+            start += channels
+    return groups
 
 
 class Precision(Choice):
@@ -156,8 +172,12 @@ class BackboneSpec:
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        """Shape of one image's features: (512,) or (1024,) pooled, (s, s, 512) maps."""
+        """Shape of one image's features: (512,), (1024,) or (2560,) pooled, (s, s, 512) maps."""
         return feature_shape(self.image_size, self.pooling)
+
+    @property
+    def column_groups(self) -> dict[str, list[int]] | None:
+        return column_groups(self.pooling)
 
     def settings(self) -> dict:
         """The spec as the manifest's ``config`` records it (weights are recorded apart)."""
@@ -176,6 +196,8 @@ def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
     if pooling in MAP_STRIDES:
         side = image_size // MAP_STRIDES[pooling]
         return (side, side, 512)
+    if pooling == Pooling.BLOCKS:
+        return (2 * sum(BLOCK_CHANNELS.values()),)
     return (1024,) if pooling == Pooling.AVGMAX else (512,)
 
 

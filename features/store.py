@@ -286,6 +286,12 @@ class FeatureStore:
         return self.manifest["class_names"]
 
     @property
+    def column_groups(self) -> dict[str, list[int]] | None:
+        """Named groups of feature columns, name -> [start, stop) (``blocks`` pooling); None: the
+        columns are one group (every other pooling, and stores older than column groups)."""
+        return self.manifest.get("column_groups")
+
+    @property
     def splits(self) -> list[str]:
         present = {entry["split"] for entry in self.manifest["shards"]}
         return [split for split in ("train", "validation", "test") if split in present]

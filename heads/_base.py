@@ -164,6 +164,33 @@ class Head(ClassifierMixin, BaseEstimator):
         return X
 
 
+def selected_ranges(column_groups: dict | None, columns: str | None, n_features: int) -> list[tuple[int, int]]:
+    """The [start, stop) column ranges that ``columns`` ("+"-joined group names of
+    ``column_groups``; None: every group) selects, in that order; every column when there are no
+    groups."""
+    if column_groups is None or columns is None:
+        return [(0, n_features)]
+    return [tuple(column_groups[name]) for name in columns.split("+")]
+
+
+def check_columns(head: "Head", n_features: int) -> None:
+    """Refuse ``columns`` (given or searched) naming a group ``column_groups`` lacks, or groups
+    beyond the features' ``n_features`` columns."""
+    groups = head.column_groups
+    asked = [head.columns] + list((head.search_space or {}).get("columns", []))
+    asked = [choice for choice in asked if choice is not None]
+    if asked and groups is None:
+        raise HeadError(f"{head.name} parameter 'columns' needs column_groups (a blocks store's). "
+                        f"Received: {asked[0]!r}")
+    unknown = [name for choice in asked for name in choice.split("+") if name not in groups]
+    if unknown:
+        raise HeadError(f"{head.name} parameter 'columns' names {unknown[0]!r}, not one of the column "
+                        f"groups {', '.join(groups)}.")
+    if groups and max(stop for _, stop in groups.values()) > n_features:
+        raise HeadError(f"{head.name} parameter 'column_groups' reaches beyond the {n_features} feature "
+                        f"columns. Received: {groups!r}")
+
+
 def feature_blocks(X):
     """``X`` a block at a time: one per shard of a store's ``ShardedFeatures``, else whole."""
     return X.blocks() if hasattr(X, "blocks") else [X]

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from heads._base import Flag, Head, Interval, check_training_data
+from heads._base import Flag, Head, Interval, check_columns, check_training_data, selected_ranges
 from heads._training import RowBatches, holdout_split
 
 MODEL_FILE = "model.keras"
@@ -34,6 +34,14 @@ class DenseHead(Head):
     that many epochs, and that one is kept; without it the early-stopped network is kept.
     ``rows_seen_`` counts the distinct training rows the kept network was trained on.
 
+    With ``column_groups`` (group name -> [start, stop) of the columns, which a ``blocks`` store
+    names), ``columns`` ("+"-joined groups) narrows the input to those groups, inside the network
+    (built-in cropping layers, so the saved model still takes whole rows). A ``search_space``
+    holding ``columns`` early-stops one network per candidate on the same holdout and keeps the
+    one with the best holdout accuracy (ties: lower loss): ``columns_``. ``cv_score_`` is the
+    kept candidate's holdout accuracy (None without a holdout). Signed square root normalisation
+    is not offered here: no built-in Keras layer computes it, and the model must export as one.
+
     Parameters
     ----------
     units : int, width of the hidden layer.
@@ -44,6 +52,9 @@ class DenseHead(Head):
     patience : int, epochs without improvement before stopping.
     holdout : float, fraction of training rows (or groups) used for early stopping.
     refit : bool, train again on every training row for the chosen number of epochs.
+    column_groups : dict or None, group name -> [start, stop) of its feature columns.
+    columns : str or None, "+"-joined groups to use; None: every column.
+    search_space : dict or None, ``{"columns": [...]}``: candidates chosen on the holdout.
     seed : int, seeds weights, shuffling and the holdout.
     """
 
@@ -57,12 +68,16 @@ class DenseHead(Head):
         "patience": [Interval(int, 0)],
         "holdout": [Interval(float, 0, 1, closed="neither")],
         "refit": [Flag()],
+        "column_groups": [None, dict],
+        "columns": [None, str],
+        "search_space": [None, dict],
         "seed": [Interval(int, 0)],
     }
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
                  epochs: int = 100, batch_size: int = 64, patience: int = 10, holdout: float = 0.2,
-                 refit: bool = True, seed: int = 0):
+                 refit: bool = True, column_groups: dict | None = None, columns: str | None = None,
+                 search_space: dict | None = None, seed: int = 0):
         self.units = units
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -71,6 +86,9 @@ class DenseHead(Head):
         self.patience = patience
         self.holdout = holdout
         self.refit = refit
+        self.column_groups = column_groups
+        self.columns = columns
+        self.search_space = search_space
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -85,32 +103,53 @@ class DenseHead(Head):
         gathered a batch at a time, so the features need not fit in memory."""
         self._validate_params()
         X, y = check_training_data(X, y)
-        keras.utils.set_random_seed(self.seed)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.feature_shape_ = tuple(X.shape[1:])
+        check_columns(self, int(np.prod(self.feature_shape_)))
         fit_rows, stop_rows = holdout_split(y_index, groups, self.holdout, self.seed)
-        self.model_ = self._build(*input_scaling(*_statistics(X, fit_rows)), len(self.classes_))
+        statistics = _statistics(X, fit_rows)
+        candidates = (self.search_space or {}).get("columns") or [self.columns]
+        if not len(stop_rows):
+            candidates = candidates[:1]
+        self.holdout_scores_, best = {}, None
+        for columns in candidates:  # the same holdout, seed and epochs for each
+            model, history, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns)
+            self.holdout_scores_[str(columns)] = score
+            if best is None or (score["accuracy"], -score["loss"]) > (best[3]["accuracy"], -best[3]["loss"]):
+                best = (columns, model, history, score)
+        self.columns_, self.model_, history, score = best
         watched = "val_loss" if len(stop_rows) else "loss"
-        batches = RowBatches(X, y_index, fit_rows, self.batch_size, self.seed)
-        history = self.model_.fit(
-            batches,
-            validation_data=RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
-            epochs=self.epochs, verbose=0,
-            callbacks=[keras.callbacks.EarlyStopping(
-                monitor=watched, patience=self.patience, restore_best_weights=True)],
-        )
+        self.cv_score_ = score["accuracy"] if len(stop_rows) else None
         self.epochs_ = int(np.argmin(history.history[watched])) + 1
         self.refitted_ = bool(self.refit and len(stop_rows))
         if self.refitted_:  # the same recipe on every row, for the epochs early stopping chose
             return self._train_on_every_row(X, y_index, self.epochs_)
-        self.rows_seen_ = len(batches.served)
+        self.rows_seen_ = int(len(fit_rows))
         return self
+
+    def _early_stopped(self, X, y_index, fit_rows, stop_rows, statistics, columns):
+        """(network, history, its holdout accuracy and loss) early-stopped on ``stop_rows`` (on the
+        training loss when there are none), with input ``columns``."""
+        keras.utils.set_random_seed(self.seed)
+        model = self._build(statistics, len(self.classes_), columns)
+        watched = "val_loss" if len(stop_rows) else "loss"
+        history = model.fit(
+            RowBatches(X, y_index, fit_rows, self.batch_size, self.seed),
+            validation_data=RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
+            epochs=self.epochs, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(monitor=watched, patience=self.patience,
+                                                     restore_best_weights=True)])
+        score = {"accuracy": 0.0, "loss": float(np.min(history.history[watched]))}
+        if len(stop_rows):
+            proba = model.predict(RowBatches(X, y_index, stop_rows, 1024), verbose=0)
+            score["accuracy"] = float((proba.argmax(axis=1) == y_index[stop_rows]).mean())
+        return model, history, score
 
     def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int) -> "DenseHead":
         """A fresh network (seeded as ``fit``'s first), trained on every row for ``epochs``."""
         every = np.arange(len(y_index))
         keras.utils.set_random_seed(self.seed)
-        self.model_ = self._build(*input_scaling(*_statistics(X, every)), len(self.classes_))
+        self.model_ = self._build(_statistics(X, every), len(self.classes_), self.columns_)
         batches = RowBatches(X, y_index, every, self.batch_size, self.seed)
         self.model_.fit(batches, epochs=epochs, verbose=0)
         self.rows_seen_ = len(batches.served)
@@ -121,19 +160,25 @@ class DenseHead(Head):
         the epochs this one chose, with no early stopping (what the ensemble's
         cross-validation refits in each fold)."""
         self._check_fitted()
-        head = type(self)(**self.get_params())
+        head = type(self)(**{**self.get_params(), "columns": self.columns_, "search_space": None})
         head._validate_params()
         X, y = check_training_data(X, y)
         head.classes_, y_index = np.unique(y, return_inverse=True)
         head.feature_shape_ = tuple(X.shape[1:])
-        head.epochs_, head.refitted_ = self.epochs_, True
+        head.epochs_, head.refitted_, head.columns_ = self.epochs_, True, self.columns_
         return head._train_on_every_row(X, y_index, self.epochs_)
 
-    def _build(self, centre: np.ndarray, half_range: np.ndarray, mean: np.ndarray, variance: np.ndarray,
-               n_classes: int) -> keras.Model:
+    def _build(self, statistics: tuple[np.ndarray, ...], n_classes: int, columns: str | None) -> keras.Model:
+        """The network on ``columns`` of the flattened input, scaled by the training ``statistics``
+        (``_statistics``' per-column minimum, maximum, mean and variance of every column)."""
+        n_features = int(np.prod(self.feature_shape_))
+        ranges = selected_ranges(self.column_groups, columns, n_features)
+        kept = np.concatenate([np.arange(start, stop) for start, stop in ranges])
+        centre, half_range, mean, variance = input_scaling(*(part[kept] for part in statistics))
         model = keras.Sequential([
             keras.Input(shape=self.feature_shape_),
             keras.layers.Flatten(),
+            *column_model(ranges, n_features),
             keras.layers.Normalization(mean=centre, variance=half_range ** 2),  # training range -> [-1, 1]
             keras.layers.Activation("hard_tanh"),  # beyond it: clipped
             keras.layers.Normalization(mean=mean, variance=variance),
@@ -156,7 +201,7 @@ class DenseHead(Head):
         folder.mkdir(parents=True, exist_ok=True)
         self.model_.save(folder / MODEL_FILE)
         self._write_state(folder / STATE_FILE, epochs=self.epochs_, refitted=self.refitted_,
-                          rows_seen=self.rows_seen_)
+                          rows_seen=self.rows_seen_, columns=self.columns_, cv_score=self.cv_score_)
 
     @classmethod
     def load(cls, folder: Path) -> "DenseHead":
@@ -164,8 +209,21 @@ class DenseHead(Head):
         head, state = cls._read_state(folder / STATE_FILE)
         head.epochs_ = state["epochs"]
         head.refitted_, head.rows_seen_ = state.get("refitted", False), state.get("rows_seen")
+        head.columns_, head.cv_score_ = state.get("columns"), state.get("cv_score")
         head.model_ = keras.saving.load_model(folder / MODEL_FILE)
         return head
+
+
+def column_model(ranges: list[tuple[int, int]], n_features: int) -> list[keras.Model]:
+    """The column ``ranges`` of flat rows side by side, as a model of built-in Keras layers
+    (cropping), in a list to splice into a ``Sequential``; empty when they are every column."""
+    if ranges == [(0, n_features)]:
+        return []
+    rows = keras.Input(shape=(n_features,))
+    reshaped = keras.layers.Reshape((n_features, 1))(rows)
+    kept = keras.layers.Concatenate(axis=1)(
+        [keras.layers.Cropping1D((start, n_features - stop))(reshaped) for start, stop in ranges])
+    return [keras.Model(rows, keras.layers.Flatten()(kept), name="columns")]
 
 
 def _statistics(X, rows: np.ndarray, block: int = 4096) -> tuple[np.ndarray, ...]:

@@ -38,8 +38,8 @@ class EnsembleHead(Head):
     epochs it chose) on ``cv_folds`` folds of the training rows grouped by source image, and
     predicts the held-out fold: every non-empty subset of members is scored by the accuracy of
     its averaged out-of-fold probabilities (ties: lower log loss, then more members), and the
-    best subset votes. The validation split is never used. ``chosen_`` names the voters and
-    ``cv_scores_`` holds every subset's score; ``selection_note_`` says when too few images per
+    best subset votes. The validation split is never used. ``chosen_`` names the voters,
+    ``cv_scores_`` holds every subset's score and ``cv_score_`` the voters' accuracy; ``selection_note_`` says when too few images per
     class left no folds (then every member votes).
 
     Parameters
@@ -102,6 +102,11 @@ class EnsembleHead(Head):
         self.chosen_, self.cv_scores_, self.selection_note_ = self._select(X, y, groups, members)
         self.members_ = {name: members[name] for name in self.chosen_}
         return self
+
+    @property
+    def cv_score_(self) -> float | None:
+        """The voters' out-of-fold accuracy on the training rows (None when the selection was skipped)."""
+        return self.cv_scores_["+".join(self.chosen_)]["accuracy"] if self.cv_scores_ else None
 
     def _select(self, X, y, groups, members: dict[str, Head]) -> tuple[list[str], dict, str | None]:
         """(voters, every subset's out-of-fold score, note)."""

@@ -3,19 +3,21 @@
 from sklearn.linear_model import LogisticRegression
 
 from heads._base import Interval
-from heads._sklearn import (N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead, head_pipeline,
-                            normalize_grid)
+from heads._sklearn import (COLUMN_GROUPS, COLUMNS, N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead,
+                            head_pipeline, input_grid)
 
 
 class LogRegHead(SklearnHead):
-    """Features optionally normalised (``normalize="sqrt_l2"``: signed square root, then unit L2
-    norm per row), clipped to their training range and standardised, then multinomial
-    ``LogisticRegression`` (lbfgs).
+    """Features optionally narrowed to some column groups and normalised (``normalize="sqrt_l2"``:
+    signed square root, then unit L2 norm per group), clipped to their training range and
+    standardised, then multinomial ``LogisticRegression`` (lbfgs).
 
     Parameters
     ----------
     C : float, inverse regularisation strength (the searched values replace it).
     normalize : str, ``none`` or ``sqrt_l2`` (searched when the space holds ``normalize``).
+    column_groups : dict or None, group name -> [start, stop) of its feature columns.
+    columns : str or None, "+"-joined groups to use (searched when the space holds ``columns``); None: all.
     max_iter : int, lbfgs iterations at most.
     search_space : dict or None, e.g. ``{"C": [0.01, 0.1, 1.0]}``; None fits ``C`` as given.
     cv_folds : int, folds of the search.
@@ -31,6 +33,8 @@ class LogRegHead(SklearnHead):
     _parameter_constraints = {
         "C": POSITIVE_FLOAT,
         "normalize": NORMALIZE,
+        "column_groups": COLUMN_GROUPS,
+        "columns": COLUMNS,
         "max_iter": [Interval(int, 1)],
         "search_space": SEARCH_SPACE,
         "cv_folds": [Interval(int, 2)],
@@ -38,11 +42,13 @@ class LogRegHead(SklearnHead):
         "n_jobs": N_JOBS,
     }
 
-    def __init__(self, *, C: float = 1.0, normalize: str = "none", max_iter: int = 2000,
-                 search_space: dict | None = None, cv_folds: int = 3, search_max_samples: int = 10000,
-                 n_jobs: int = -1):
+    def __init__(self, *, C: float = 1.0, normalize: str = "none", column_groups: dict | None = None,
+                 columns: str | None = None, max_iter: int = 2000, search_space: dict | None = None,
+                 cv_folds: int = 3, search_max_samples: int = 10000, n_jobs: int = -1):
         self.C = C
         self.normalize = normalize
+        self.column_groups = column_groups
+        self.columns = columns
         self.max_iter = max_iter
         self.search_space = search_space
         self.cv_folds = cv_folds
@@ -50,9 +56,9 @@ class LogRegHead(SklearnHead):
         self.n_jobs = n_jobs
 
     def _make_estimator(self, n_samples: int, C: float | None = None, normalize: str | None = None,
-                        y=None, groups=None):
-        return head_pipeline(normalize or self.normalize,
-                             LogisticRegression(C=self.C if C is None else C, max_iter=self.max_iter))
+                        columns: str | None = None, y=None, groups=None):
+        return head_pipeline(self, LogisticRegression(C=self.C if C is None else C, max_iter=self.max_iter),
+                             normalize, columns)
 
     def _fit_model(self, X, y, groups) -> "LogRegHead":
         super()._fit_model(X, y, groups)
@@ -60,9 +66,6 @@ class LogRegHead(SklearnHead):
         return self
 
     def _search_grid(self, n_samples: int):
-        grid = {"logisticregression__C": list(self.search_space.get("C", [self.C]))}
-        names = {"logisticregression__C": "C"}
-        if "normalize" in self.search_space:
-            grid.update(normalize_grid(self.search_space["normalize"]))
-            names["normalize__func"] = "normalize"
-        return self._make_estimator(n_samples), [grid], names
+        inputs, names = input_grid(self.search_space)
+        grid = {"logisticregression__C": list(self.search_space.get("C", [self.C])), **inputs}
+        return self._make_estimator(n_samples), [grid], {"logisticregression__C": "C", **names}

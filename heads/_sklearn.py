@@ -6,17 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import skops.io
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler, normalize
+from sklearn.preprocessing import MinMaxScaler, StandardScaler, normalize
 
-from heads._base import Head, HeadError, Interval, Options, check_training_data
+from heads._base import Head, HeadError, Interval, Options, check_columns, check_training_data, selected_ranges
 
 MODEL_FILE = "model.skops"
 LEGACY_FILE = "model.joblib"  # a pickle, as earlier versions saved heads: never opened
 # What a saved head may hold beyond the types skops.io trusts itself (scikit-learn's public
 # estimators, numpy arrays, builtins): anything else in the file refuses it unopened.
-TRUSTED_TYPES = ("heads._logreg.LogRegHead", "heads._svm.SVMHead", "heads._sklearn.signed_sqrt_l2",
+TRUSTED_TYPES = ("heads._logreg.LogRegHead", "heads._svm.SVMHead", "heads._sklearn.ColumnGroups",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
                  "sklearn.calibration._TemperatureScaling")
 
@@ -26,6 +27,9 @@ N_JOBS = [Options(-1), Interval(int, 1)]
 SEARCH_SPACE = [None, dict]
 NORMALIZATIONS = ("none", "sqrt_l2")
 NORMALIZE = [Options(*NORMALIZATIONS)]
+COLUMN_GROUPS = [None, dict]  # group name -> [start, stop) of its feature columns
+COLUMNS = [None, str]  # "+"-joined names of the groups used; None: every column
+INPUT_PARAMS = ("normalize", "columns")  # searched in the pipeline's first step, named ``normalize``
 
 
 def signed_sqrt_l2(X: np.ndarray) -> np.ndarray:
@@ -34,25 +38,40 @@ def signed_sqrt_l2(X: np.ndarray) -> np.ndarray:
     return normalize(np.sign(X) * np.sqrt(np.abs(X)), norm="l2")
 
 
-def normalize_step(method: str = "none") -> FunctionTransformer:
-    """The pipeline's first step, named ``normalize``: identity for ``none``, else ``signed_sqrt_l2``.
-    A search switches it through ``normalize__func`` (see ``NORMALIZE_FUNCS``)."""
-    return FunctionTransformer(NORMALIZE_FUNCS[method])
+class ColumnGroups(TransformerMixin, BaseEstimator):
+    """The heads' first step: the ``columns`` chosen of ``groups`` (name -> [start, stop); None:
+    every column, one group) side by side, each group normalised by ``normalize`` (``sqrt_l2``:
+    ``signed_sqrt_l2`` per group, so each group weighs the same) or left as it is (``none``)."""
+
+    def __init__(self, groups: dict | None = None, columns: str | None = None, normalize: str = "none"):
+        self.groups = groups
+        self.columns = columns
+        self.normalize = normalize
+
+    def fit(self, X, y=None) -> "ColumnGroups":
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        parts = [X[:, start:stop] for start, stop in selected_ranges(self.groups, self.columns, X.shape[1])]
+        if self.normalize == "sqrt_l2":
+            parts = [signed_sqrt_l2(part) for part in parts]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
-NORMALIZE_FUNCS = {"none": None, "sqrt_l2": signed_sqrt_l2}
+def input_grid(search_space: dict) -> tuple[dict, dict]:
+    """(sklearn grid entries, sklearn name -> head name) for the searched ``INPUT_PARAMS``."""
+    grid = {f"normalize__{name}": list(search_space[name]) for name in INPUT_PARAMS if name in search_space}
+    return grid, {key: key.partition("__")[2] for key in grid}
 
 
-def normalize_grid(methods) -> dict:
-    """The search grid entry for head parameter ``normalize`` over ``methods``."""
-    return {"normalize__func": [NORMALIZE_FUNCS[m] for m in methods]}
-
-
-def head_pipeline(normalize: str, estimator) -> Pipeline:
-    """``normalize`` step, clip and standardise (``scaling_steps``), then ``estimator``; steps are
-    named as ``make_pipeline`` would, the first ``normalize``."""
+def head_pipeline(head: Head, estimator, normalize: str | None = None, columns: str | None = None) -> Pipeline:
+    """``ColumnGroups`` (named ``normalize``: the head's groups, its ``columns`` and ``normalize``
+    unless given), clip and standardise (``scaling_steps``), then ``estimator``; later steps
+    are named as ``make_pipeline`` would."""
+    first = ColumnGroups(head.column_groups, columns or head.columns, normalize or head.normalize)
     steps = [*scaling_steps(), estimator]
-    return Pipeline([("normalize", normalize_step(normalize)), *((type(s).__name__.lower(), s) for s in steps)])
+    return Pipeline([("normalize", first), *((type(s).__name__.lower(), s) for s in steps)])
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> list:
@@ -88,6 +107,10 @@ class SklearnHead(Head):
     (seeded) up to that many rows: the best candidates rarely change with more rows, while
     the search's cost grows with them; the final fit always uses every row.
 
+    With ``column_groups`` (group name -> [start, stop) of the columns, which a ``blocks`` store
+    names), ``columns`` selects groups ("+"-joined names) and ``normalize`` applies per group;
+    a search space may hold both, so the groups are chosen by the same grouped folds.
+
     A class with fewer images (groups) than ``cv_folds`` lowers the folds; one with a single
     image leaves no fold to validate it, so the search is skipped and ``fit`` uses the
     parameters as given. ``search_note_`` says why (None when the search ran as asked or
@@ -108,6 +131,7 @@ class SklearnHead(Head):
         X = np.asarray(X, dtype=np.float32)
         self.feature_shape_ = X.shape[1:]
         X = X.reshape(len(X), -1)
+        check_columns(self, X.shape[1])
         self.best_params_, self.cv_score_, self.search_note_ = (
             self._search(X, y, groups) if self.search_space else ({}, None, None))
         return self._fit_model(X, y, groups)
@@ -139,6 +163,11 @@ class SklearnHead(Head):
         """The input normalisation in use: the searched one, else the ``normalize`` parameter."""
         return self.best_params_.get("normalize", getattr(self, "normalize", "none"))
 
+    @property
+    def columns_(self) -> str | None:
+        """The column groups in use ("+"-joined): the searched ones, else the ``columns`` parameter."""
+        return self.best_params_.get("columns", getattr(self, "columns", None))
+
     def _search(self, X, y, groups) -> tuple[dict, float | None, str | None]:
         """(best head parameters, their mean fold accuracy, note) or ({}, None, why it was skipped)."""
         n_samples = len(y)
@@ -157,8 +186,6 @@ class SklearnHead(Head):
         if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
             return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
         best = {names[key]: value for key, value in search.best_params_.items()}
-        if "normalize" in best:  # the searched function, named
-            best["normalize"] = next(k for k, f in NORMALIZE_FUNCS.items() if f is best["normalize"])
         note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
         return best, float(search.best_score_), note
 

@@ -6,8 +6,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC, LinearSVC
 
 from heads._base import Flag, Interval, Options
-from heads._sklearn import (N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead, grouped_folds,
-                            head_pipeline, normalize_grid, smallest_class)
+from heads._sklearn import (COLUMN_GROUPS, COLUMNS, N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead,
+                            grouped_folds, head_pipeline, input_grid, smallest_class)
 
 SOLVERS = ("auto", "rbf", "linear")
 CALIBRATIONS = ("auto", "sigmoid", "isotonic", "temperature")
@@ -34,7 +34,7 @@ class SVMHead(SklearnHead):
     kernel SVC is then refitted on every row (one model), while the linear one keeps the
     three fold models, fitted in parallel, and averages them, which saves a fit on every
     row. The choice made is kept as ``solver_``. A search space may hold ``C``,
-    ``normalize`` and, for the kernel SVC, ``kernel`` (``rbf``, ``linear``); ``linear_C``,
+    ``normalize``, ``columns`` (of ``column_groups``, as for logreg) and, for the kernel SVC, ``kernel`` (``rbf``, ``linear``); ``linear_C``,
     when present, replaces ``C`` for the LinearSVC.
 
     A class with fewer than 3 training images lowers the calibration folds to its count; a class
@@ -55,6 +55,8 @@ class SVMHead(SklearnHead):
     _parameter_constraints = {
         "C": POSITIVE_FLOAT,
         "normalize": NORMALIZE,
+        "column_groups": COLUMN_GROUPS,
+        "columns": COLUMNS,
         "calibration": [Options(*CALIBRATIONS)],
         "one_vs_rest": [Flag()],
         "solver": [Options(*SOLVERS)],
@@ -73,12 +75,14 @@ class SVMHead(SklearnHead):
         return {name: values for name, values in super().search_space_without(given).items()
                 if name.removeprefix("linear_") not in given}
 
-    def __init__(self, *, C: float = 1.0, normalize: str = "none", calibration: str = "auto",
-                 one_vs_rest: bool = True, solver: str = "auto", rbf_max_samples: int = 10000,
-                 search_space: dict | None = None, cv_folds: int = 3, search_max_samples: int = 10000,
-                 n_jobs: int = -1, seed: int = 0):
+    def __init__(self, *, C: float = 1.0, normalize: str = "none", column_groups: dict | None = None,
+                 columns: str | None = None, calibration: str = "auto", one_vs_rest: bool = True,
+                 solver: str = "auto", rbf_max_samples: int = 10000, search_space: dict | None = None,
+                 cv_folds: int = 3, search_max_samples: int = 10000, n_jobs: int = -1, seed: int = 0):
         self.C = C
         self.normalize = normalize
+        self.column_groups = column_groups
+        self.columns = columns
         self.calibration = calibration
         self.one_vs_rest = one_vs_rest
         self.solver = solver
@@ -107,7 +111,7 @@ class SVMHead(SklearnHead):
         return LinearSVC(C=self.C if C is None else C, dual=False, tol=1e-3, random_state=self.seed)
 
     def _make_estimator(self, n_samples: int, C: float | None = None, kernel: str = "rbf",
-                        normalize: str | None = None, y=None, groups=None):
+                        normalize: str | None = None, columns: str | None = None, y=None, groups=None):
         """``y`` and ``groups``, the training labels and source images, set the calibration
         folds (grouped; fewer for a class with few images)."""
         svm = self._svm(n_samples, C, kernel)
@@ -130,7 +134,7 @@ class SVMHead(SklearnHead):
                 folds = grouped_folds(y, groups, folds, self.seed)
         calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble,
                                             n_jobs=self.n_jobs)
-        return head_pipeline(normalize or self.normalize, calibrated)
+        return head_pipeline(self, calibrated, normalize, columns)
 
     def _search_grid(self, n_samples: int):
         svm = self._svm(n_samples)
@@ -142,10 +146,8 @@ class SVMHead(SklearnHead):
         if not linear and "kernel" in self.search_space:
             grid[f"{step}__kernel"] = list(self.search_space["kernel"])
             names[f"{step}__kernel"] = "kernel"
-        if "normalize" in self.search_space:
-            grid.update(normalize_grid(self.search_space["normalize"]))
-            names["normalize__func"] = "normalize"
-        return head_pipeline(self.normalize, svm), [grid], names
+        inputs, input_names = input_grid(self.search_space)
+        return head_pipeline(self, svm), [{**grid, **inputs}], {**names, **input_names}
 
     def _fixed_params(self) -> dict:
         """Also the solver it chose, so a copy fitted on fewer rows keeps the same kind of SVM."""

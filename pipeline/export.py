@@ -33,6 +33,8 @@ from features import FeatureStore, build_backbone
 from features.calibration import INT8_DIR, int8_problems, model_hashes
 from features.store import atomic_write_bytes
 from heads import DenseHead, FinetuneHead, LogRegHead, head_class
+from heads._base import selected_ranges
+from heads._dense import column_model
 from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, backbone_settings
 from pipeline.replace import replace_folder
@@ -67,8 +69,8 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
 
     ``MinMaxScaler(clip=True)`` is a ``Normalization`` onto [0, 1] and ``ReLU(max_value=1)``;
     ``StandardScaler`` and the linear model fold into one ``Dense`` softmax layer (two
-    classes: logits 0 and w.x+b, whose softmax is the sigmoid scikit-learn uses). Only for
-    ``normalize="none"`` (its first step is then the identity).
+    classes: logits 0 and w.x+b, whose softmax is the sigmoid scikit-learn uses); the column
+    groups it uses are cropped out of the row first. Only for ``normalize="none"``.
     """
     if head.normalization_ != "none":
         raise PipelineError(f"normalize={head.normalization_} has no built-in Keras layer; export as a folder.")
@@ -79,9 +81,11 @@ def logistic_regression_model(head: LogRegHead) -> keras.Model:
     intercept = classifier.intercept_ - (classifier.coef_ * scaler.mean_ / scale).sum(axis=1)
     if len(coef) == 1:
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    n_features = int(np.prod(head.feature_shape_))
     model = keras.Sequential([
         keras.Input(shape=head.feature_shape_),
         keras.layers.Flatten(),
+        *column_model(selected_ranges(getattr(head, "column_groups", None), head.columns_, n_features), n_features),
         keras.layers.Normalization(mean=-clipper.min_ / clipper.scale_, variance=clipper.scale_ ** -2.0,
                                    name="onto_training_range"),
         keras.layers.ReLU(max_value=1.0, name="clip_to_training_range"),

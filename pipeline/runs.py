@@ -36,6 +36,14 @@ PREDICTIONS_FILE = "validation_predictions.npz"
 MODEL_DIR = "model"
 RUN_FIELDS = {"head": str, "store_key": str, "model_sha256": dict}  # what loading a run relies on
 RUNS_FIX = "Free disk space or pass --runs with a writable folder, then fit the head again."
+# What a head on a store with column groups (`blocks` pooling) chooses from, by its own search on the
+# training rows: which groups (block 5's average and max, the default pooling's; the middle blocks
+# averaged, which carry texture and parts; every group) and, where the head has it, the signed
+# square root + L2 normalisation per group.
+COLUMN_CHOICES = ("block5_avg+block5_max", "block4_avg+block5_avg", "block3_avg+block4_avg",
+                  "block3_avg+block4_avg+block5_avg",
+                  "block3_avg+block3_max+block4_avg+block4_max+block5_avg+block5_max")
+GROUP_SEARCH = {"columns": list(COLUMN_CHOICES), "normalize": ["none", "sqrt_l2"]}
 
 
 @dataclass
@@ -60,7 +68,11 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     by the ensemble rather than fitted again; their fit seconds are added to its own.
     """
     params = store_params(store, head_name, params)
+    if store.column_groups:
+        params = group_params(head_name, store.column_groups, params, search)
     space = head_class(head_name).search_space_without(params)
+    if search and store.column_groups and head_name != "ensemble":
+        space = {**space, **group_space(head_name, params)}
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
     head = create_head(head_name, **params)
@@ -121,7 +133,8 @@ def _write_run(store: FeatureStore, head_name: str, head: Head, folder: Path, pr
         "train_rows": train_rows, "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
                     ("solver_", "epochs_", "top_epochs_", "precision_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
-                     "calibration_", "normalization_", "chosen_", "cv_scores_", "selection_note_", "reused_")
+                     "calibration_", "normalization_", "columns_", "holdout_scores_", "chosen_", "cv_scores_",
+                     "selection_note_", "reused_")
                     if hasattr(head, k)},
         "model_sha256": hash_folder(folder / MODEL_DIR),
     }
@@ -164,6 +177,28 @@ def store_params(store: FeatureStore, head_name: str, params: dict) -> dict:
                             f"extract pooled features (the default) for the {head_name} head.")
     if head_name in MAPS_HEADS and "weights" not in params:
         params = {**params, "weights": recorded_weights(store.manifest["weights"]).path}
+    return params
+
+
+def group_space(head_name: str, given: dict) -> dict:
+    """The part of ``GROUP_SEARCH`` that ``head_name`` takes (the dense head has no normalisation),
+    less the parameters ``given``."""
+    takes = head_class(head_name)._parameter_constraints
+    return {name: values for name, values in GROUP_SEARCH.items() if name in takes and name not in given}
+
+
+def group_params(head_name: str, groups: dict, params: dict, search: bool) -> dict:
+    """``params`` with the store's column ``groups``; for the ensemble, each member's, and (with
+    ``search``) each member's search space widened by ``group_space``."""
+    if head_name != "ensemble":
+        return {"column_groups": groups, **params}
+    ensemble = head_class("ensemble")
+    given = params.get("member_params") or {}
+    members = {name: {"column_groups": groups, **given.get(name, {})} for name in ensemble(**params).member_names()}
+    params = {**params, "member_params": members}
+    if search and "search_space" not in params:
+        params["search_space"] = {name: {**ensemble.default_search_space.get(name, {}), **group_space(name, members[name])}
+                                  for name in members}
     return params
 
 

@@ -61,7 +61,10 @@ def test_leaderboard_has_intervals_tests_and_a_test_split_verdict(compared):
             assert "+".join(run["details"]["chosen"]) in run["details"]["cv_scores"]
     assert {frozenset((p["a"], p["b"])) for p in board["pairwise"]} == {
         frozenset(p) for p in itertools.combinations(("dense", "logreg", "svm", "ensemble"), 2)}
-    assert board["chosen"]["head"] == board["rows"][0]["head"]
+    cv = {row["head"]: json.loads((folder / row["head"] / "run.json").read_text())["details"]["cv_score"]
+          for row in board["rows"]}
+    assert board["chosen"]["cv_scores"] == cv and cv[board["chosen"]["head"]] == max(cv.values())
+    assert "validation took no part in the choice" in board["chosen"]["why"]
     assert board["chosen"]["test"]["n_samples"] == 15
     assert "Chosen:" in result.output and "Test split: accuracy" in result.output
 

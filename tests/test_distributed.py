@@ -147,3 +147,14 @@ def test_a_worker_that_cannot_see_the_store_is_one_clear_error(photos, tmp_path,
     assert "same paths" in errors[0]
     assert elapsed < 90
     assert not list((client_dir / "cache").rglob("*.npy"))  # nothing was computed
+
+
+def test_a_blocks_store_on_dask_is_the_local_one(photos, cluster, tmp_path):
+    """Every pooling on the workers, `blocks` too (its base wrapped in a model of three outputs)."""
+    stores = {}
+    for name, backend in (("local", []), ("dask", ["--backend", "dask", "--scheduler", cluster.scheduler_address])):
+        cli = make_cli(tmp_path / name)
+        result = cli(*extract_args(photos, cli.cache, "--pooling", "blocks", "--shard-size", "8", *backend))
+        assert result.exit_code == 0, result.output
+        stores[name] = store_files(cli.cache)
+    assert stores["dask"] == stores["local"]

@@ -26,7 +26,7 @@ def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None)
 
 
 def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
-    """(batch, h, w, 512) maps pooled over h and w as Keras' global pooling does."""
+    """(batch, h, w, c) maps pooled over h and w as Keras' global pooling does."""
     if pooling in MAP_STRIDES:
         return maps
     average = maps.mean(axis=(1, 2), dtype=np.float32)
@@ -34,6 +34,14 @@ def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
         return average
     maximum = maps.max(axis=(1, 2))
     return maximum if pooling == Pooling.MAX else np.concatenate([average, maximum], axis=1)
+
+
+def pool_outputs(outputs: list[np.ndarray], pooling: str) -> np.ndarray:
+    """A maps model's outputs pooled: ``blocks`` pools each (blocks 3, 4 and 5 of a model quantized
+    with them), every other pooling the last (block 5's maps; an older int8 model outputs only those)."""
+    if pooling == Pooling.BLOCKS:
+        return np.concatenate([pool(maps, Pooling.AVGMAX) for maps in outputs], axis=1)
+    return pool(outputs[-1], pooling)
 
 
 def load_openvino_model(path: Path):
@@ -48,7 +56,8 @@ class OpenVinoEngine:
     fixed-size model it came from).
 
     ``pool_maps`` pools a model that outputs the maps (the int8 base is quantized without
-    pooling, so that one calibrated model serves every pooling).
+    pooling, with the maps of blocks 3, 4 and 5 out, so that one calibrated model serves every
+    pooling).
     """
 
     def __init__(self, model, spec: BackboneSpec, pool_maps: bool = False):
@@ -62,8 +71,9 @@ class OpenVinoEngine:
         self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[spec.precision]})
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        features = np.asarray(self.compiled(np.ascontiguousarray(images, np.float32))[0], np.float32)
-        return pool(features, self.pooling)
+        results = self.compiled(np.ascontiguousarray(images, np.float32))
+        return pool_outputs([np.asarray(results[output], np.float32) for output in self.compiled.outputs],
+                            self.pooling)
 
     def describe(self) -> str:
         return f"openvino {self.spec.precision}"

@@ -14,13 +14,16 @@ import re
 import numpy as np
 
 from features.preprocessing import preprocessing_kernel
-from features.spec import MAP_STRIDES, BackboneSpec, Pooling
+from features.spec import BLOCK_CHANNELS, MAP_STRIDES, BackboneSpec, Pooling
 
 # (input channels, output channels) of each 3x3 convolution, and after which ones a 2x2 max pool comes
 CONVOLUTIONS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
                 (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
 POOL_AFTER = frozenset({1, 3, 6, 9, 12})
 BLOCK4_CONVOLUTIONS = 10  # the convolutions before block4_pool
+# Not a user's pooling: the maps of blocks 3, 4 and 5 (blockN_pool) as three outputs, what the int8
+# base is quantized with, so that one calibrated model serves every pooling (pooled by the engine).
+BLOCK_MAPS = "block_maps"
 
 ConvWeights = list[tuple[np.ndarray, np.ndarray]]  # (kernel HWIO, bias) per convolution
 
@@ -88,8 +91,9 @@ def conv_weights(spec: BackboneSpec) -> ConvWeights:
 
 
 def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: str):
-    """An OpenVINO model: (batch, size, size, 3) float32 RGB 0-255 in; the maps
-    (batch, h, w, 512) (block 5's, or block 4's for ``block4_pool``) or their global pooling out."""
+    """An OpenVINO model: (batch, size, size, 3) float32 RGB 0-255 in; out, the maps (batch, h, w, c)
+    (block 5's, or block 4's for ``block4_pool``; blocks 3, 4 and 5's, three outputs, for
+    ``BLOCK_MAPS``) or their global pooling (``blocks``: each block's average then max)."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -99,21 +103,32 @@ def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: s
     x = _convolution(ops, x, kernel, bias, padding=0)
     if pooling == Pooling.BLOCK4_POOL:  # block 5 is left to the finetune head
         pairs = pairs[:BLOCK4_CONVOLUTIONS]
+    pools = []  # each block's output, after its max pool
     for index, (kernel, bias) in enumerate(pairs):
         x = ops.relu(_convolution(ops, x, kernel, bias, padding=1))
         if index in POOL_AFTER:
             x = ops.max_pool(x, strides=[2, 2], dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0],
                              kernel_shape=[2, 2], rounding_type="floor").output(0)
+            pools.append(x)
+    blocks = pools[-len(BLOCK_CHANNELS):]  # blocks 3, 4 and 5
+
+    def nhwc(maps):
+        return ops.transpose(maps, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+
     spatial = ops.constant(np.array([2, 3], np.int64))
-    if pooling in MAP_STRIDES:
-        x = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+    if pooling == BLOCK_MAPS:
+        outputs = [nhwc(maps) for maps in blocks]
+    elif pooling in MAP_STRIDES:
+        outputs = [nhwc(x)]
     elif pooling == Pooling.AVG:
-        x = ops.reduce_mean(x, spatial)
+        outputs = [ops.reduce_mean(x, spatial)]
     elif pooling == Pooling.MAX:
-        x = ops.reduce_max(x, spatial)
-    else:
-        x = ops.concat([ops.reduce_mean(x, spatial), ops.reduce_max(x, spatial)], axis=1)
-    return ov.Model([x], [images], "vgg16_features")
+        outputs = [ops.reduce_max(x, spatial)]
+    else:  # avgmax, blocks
+        outputs = [ops.concat([pooled for maps in (blocks if pooling == Pooling.BLOCKS else [x])
+                               for pooled in (ops.reduce_mean(maps, spatial), ops.reduce_max(maps, spatial))],
+                              axis=1)]
+    return ov.Model(outputs, [images], "vgg16_features")
 
 
 def _convolution(ops, x, kernel: np.ndarray, bias: np.ndarray, padding: int):
