@@ -1,5 +1,6 @@
 """The int8 drift guard: a calibrated model's pooled features (every column group it outputs: the
-average and the max of blocks 3, 4 and 5) against fp32's on a few training photos at full size, measured once per model and CPU class and recorded with the model.
+average and the max of blocks 3, 4 and 5) against fp32's on a few training photos at full size,
+measured once per model and CPU class and recorded with the model.
 
 int8 arithmetic differs between CPU classes (VNNI sums exactly; AVX2 without it goes through
 16-bit sums), so a model that is right on one class is checked again the first time it runs on
@@ -21,8 +22,8 @@ from features.spec import BackboneSpec, Pooling, column_groups, cpu_class, cpu_f
 logger = logging.getLogger(__name__)
 
 # The lowest cosine to fp32 that any checked photo's features may have, in any column group.
-# Sound models measured 0.996-0.9999 (docs/benchmarks.md, "int8 drift"); the 16-bit overflow
-# that the guard exists for measured 0.83-0.88.
+# Sound models measured 0.991-0.9999 (docs/benchmarks.md, "int8 on every x86 CPU"); the 16-bit
+# overflow that the guard exists for measured 0.76-0.88.
 DRIFT_THRESHOLD = 0.99
 DRIFT_IMAGES = 16  # training photos compared, spread over the classes as calibration's are
 
