@@ -32,9 +32,13 @@ STORE ?= latest
 IMAGES ?=
 TOP_K ?= 1
 FORMAT ?= text
-OUT ?= model.keras
+# One .keras model for the Keras heads; a folder (for `predict --export`) for the others.
+OUT ?= $(if $(filter dense finetune,$(HEAD)),model.keras,model)
 FORCE ?=
 BENCH_ARGS ?=
+# Test processes: most tests wait on a subprocess or on Python more than they compute, so two
+# share two cores well.
+TEST_WORKERS ?= 2
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -97,7 +101,7 @@ predict: $(USES_STORE)
 	$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
 		--cache "$(CACHE)" --runs "$(RUNS)"
 
-## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, finetune, logreg) or a folder
+## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, finetune; logreg with normalize=none) or a folder
 .PHONY: export
 export: $(USES_STORE)
 	$(CLI) export --head $(HEAD) --out "$(OUT)" $(if $(FORCE),--force) --store $(STORE) \
@@ -108,10 +112,10 @@ export: $(USES_STORE)
 verify: $(USES_STORE)
 	$(CLI) verify --store $(STORE) --cache "$(CACHE)"
 
-## Run the test suite
+## Run the test suite (TEST_WORKERS processes, each taking whole test files; 1: in this process)
 .PHONY: test
 test: $(FAST_INSTALLED) $(DASK_INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 ## Measure extraction against the recipe and the CPU's ceilings, and the whole wait for 1,000 photos per path (goals marked); writes bench/results/<cpu>/
 .PHONY: bench

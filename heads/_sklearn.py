@@ -41,7 +41,11 @@ def signed_sqrt_l2(X: np.ndarray) -> np.ndarray:
 class ColumnGroups(TransformerMixin, BaseEstimator):
     """The heads' first step: the ``columns`` chosen of ``groups`` (name -> [start, stop); None:
     every column, one group) side by side, each group normalised by ``normalize`` (``sqrt_l2``:
-    ``signed_sqrt_l2`` per group, so each group weighs the same) or left as it is (``none``)."""
+    ``signed_sqrt_l2`` per group, so each group weighs the same) or left as it is (``none``).
+
+    Before normalising, each column is clipped to its training range (``low_``, ``high_``): a value
+    far outside it (a channel dead in training, lit at prediction) would otherwise dominate its
+    group's norm and shrink every other feature of the row."""
 
     def __init__(self, groups: dict | None = None, columns: str | None = None, normalize: str = "none"):
         self.groups = groups
@@ -49,10 +53,14 @@ class ColumnGroups(TransformerMixin, BaseEstimator):
         self.normalize = normalize
 
     def fit(self, X, y=None) -> "ColumnGroups":
+        X = np.asarray(X)
+        self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
         return self
 
     def transform(self, X) -> np.ndarray:
         X = np.asarray(X)
+        if self.normalize != "none" and hasattr(self, "low_"):  # heads saved before the clip have no range
+            X = np.clip(X, self.low_, self.high_)
         parts = [X[:, start:stop] for start, stop in selected_ranges(self.groups, self.columns, X.shape[1])]
         if self.normalize == "sqrt_l2":
             parts = [signed_sqrt_l2(part) for part in parts]

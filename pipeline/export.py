@@ -105,9 +105,9 @@ def export_run(store: FeatureStore, run: Run, out: Path, weights_override: str |
                                 "Pass --out with a folder name.")
         if isinstance(run.head, LogRegHead) and run.head.normalization_ != "none":
             raise PipelineError(f"This logreg head uses normalize={run.head.normalization_} (signed square "
-                                "root), which has no built-in Keras layer: it exports as a folder, not one "
-                                ".keras model. Pass --out with a folder name, or fit it with "
-                                "--param normalize=none.")
+                                "root, its default), which has no built-in Keras layer: it exports as a folder, "
+                                "not one .keras model. Pass --out with a folder name, export the dense head, or "
+                                "fit logreg with --param normalize=none for a .keras model.")
         check_destination(out, force, is_folder=False)
         return _export_keras(predictor, out, weights_override)
     if isinstance(run.head, KERAS_ONLY):
