@@ -237,7 +237,8 @@ def parse_params(head_class: type, pairs: list[str]) -> dict:
         if name not in defaults:
             raise HeadError(f"Unknown parameter {name!r} for head {head_class.name!r}; it takes "
                             f"{', '.join(sorted(defaults))}. Received: {pair!r}")
-        params[name] = _convert(name, text, defaults[name])
+        text_default = defaults[name] is None and str in head_class._parameter_constraints.get(name, ())
+        params[name] = text if text_default else _convert(name, text, defaults[name])  # e.g. columns
     head_class(**params)._validate_params()  # __init__ only stores them
     return params
 

@@ -30,6 +30,7 @@ NORMALIZE = [Options(*NORMALIZATIONS)]
 COLUMN_GROUPS = [None, dict]  # group name -> [start, stop) of its feature columns
 COLUMNS = [None, str]  # "+"-joined names of the groups used; None: every column
 INPUT_PARAMS = ("normalize", "columns")  # searched in the pipeline's first step, named ``normalize``
+SCALING_STEPS = ("minmaxscaler", "standardscaler")  # the pipeline's steps between it and the estimator
 
 
 def signed_sqrt_l2(X: np.ndarray) -> np.ndarray:
@@ -45,7 +46,9 @@ class ColumnGroups(TransformerMixin, BaseEstimator):
 
     Before normalising, each column is clipped to its training range (``low_``, ``high_``): a value
     far outside it (a channel dead in training, lit at prediction) would otherwise dominate its
-    group's norm and shrink every other feature of the row."""
+    group's norm and shrink every other feature of the row. After it, every row is scaled by
+    ``scale_``, the square root of the columns per group, so a feature's mean square is 1 as after
+    standardising: the heads' grids of C serve both normalisations."""
 
     def __init__(self, groups: dict | None = None, columns: str | None = None, normalize: str = "none"):
         self.groups = groups
@@ -55,6 +58,8 @@ class ColumnGroups(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> "ColumnGroups":
         X = np.asarray(X)
         self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
+        ranges = selected_ranges(self.groups, self.columns, X.shape[1])
+        self.scale_ = float(np.sqrt(sum(stop - start for start, stop in ranges) / len(ranges)))
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -62,24 +67,33 @@ class ColumnGroups(TransformerMixin, BaseEstimator):
         if self.normalize != "none" and hasattr(self, "low_"):  # heads saved before the clip have no range
             X = np.clip(X, self.low_, self.high_)
         parts = [X[:, start:stop] for start, stop in selected_ranges(self.groups, self.columns, X.shape[1])]
-        if self.normalize == "sqrt_l2":
-            parts = [signed_sqrt_l2(part) for part in parts]
+        if self.normalize == "sqrt_l2":  # heads saved before the scale standardise after this step
+            parts = [signed_sqrt_l2(part) * getattr(self, "scale_", 1.0) for part in parts]
         return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
-def input_grid(search_space: dict) -> tuple[dict, dict]:
-    """(sklearn grid entries, sklearn name -> head name) for the searched ``INPUT_PARAMS``."""
-    grid = {f"normalize__{name}": list(search_space[name]) for name in INPUT_PARAMS if name in search_space}
-    return grid, {key: key.partition("__")[2] for key in grid}
+def input_grids(search_space: dict, grid: dict) -> tuple[list[dict], dict]:
+    """(sklearn grids, sklearn name -> head name): ``grid`` with the searched ``INPUT_PARAMS``; a
+    searched ``normalize`` splits it into one grid per normalisation, each with its scaling steps."""
+    inputs = {f"normalize__{name}": list(search_space[name]) for name in INPUT_PARAMS if name in search_space}
+    names = {key: key.partition("__")[2] for key in inputs}
+    if "normalize__normalize" not in inputs:
+        return [{**grid, **inputs}], names
+    grids = []
+    for normalize in inputs["normalize__normalize"]:
+        scaling = {name: [step] for name, step in zip(SCALING_STEPS, scaling_steps(normalize))}
+        grids.append({**grid, **inputs, "normalize__normalize": [normalize], **scaling})
+    return grids, names
 
 
 def head_pipeline(head: Head, estimator, normalize: str | None = None, columns: str | None = None) -> Pipeline:
     """``ColumnGroups`` (named ``normalize``: the head's groups, its ``columns`` and ``normalize``
-    unless given), clip and standardise (``scaling_steps``), then ``estimator``; later steps
+    unless given), the ``scaling_steps`` of that normalisation, then ``estimator``; later steps
     are named as ``make_pipeline`` would."""
-    first = ColumnGroups(head.column_groups, columns or head.columns, normalize or head.normalize)
-    steps = [*scaling_steps(), estimator]
-    return Pipeline([("normalize", first), *((type(s).__name__.lower(), s) for s in steps)])
+    normalize = normalize or head.normalize
+    first = ColumnGroups(head.column_groups, columns or head.columns, normalize)
+    estimator_name = type(estimator).__name__.lower()
+    return Pipeline([("normalize", first), *zip(SCALING_STEPS, scaling_steps(normalize)), (estimator_name, estimator)])
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> list:
@@ -90,14 +104,19 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: in
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
-def scaling_steps() -> list:
-    """Clip each feature to its training range, then standardise.
+def scaling_steps(normalize: str = "none") -> list:
+    """The steps named ``SCALING_STEPS`` after ``ColumnGroups``: without normalisation, clip each
+    feature to its training range, then standardise; after ``sqrt_l2``, none ("passthrough").
 
     Clipping (``MinMaxScaler(clip=True)``, an affine map that leaves the training rows' standardised
     values as they were) rather than a ``VarianceThreshold``: it also bounds near-constant features
     (a VGG16 channel non-zero on one training image, whose standard deviation is tiny) and keeps
     every column, so no feature far outside its training range can push the model to certainty.
+    Standardising rows that ``sqrt_l2`` has balanced would blow those same near-constant channels
+    back up: it cost logreg 2 points on dtd_6 in bench/normalization.py.
     """
+    if normalize == "sqrt_l2":
+        return ["passthrough", "passthrough"]
     return [MinMaxScaler(clip=True), StandardScaler()]
 
 
@@ -193,7 +212,7 @@ class SklearnHead(Head):
         search.fit(X, y, groups=groups)
         if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
             return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
-        best = {names[key]: value for key, value in search.best_params_.items()}
+        best = {names[key]: value for key, value in search.best_params_.items() if key in names}
         note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
         return best, float(search.best_score_), note
 

@@ -1,4 +1,4 @@
-"""Support vector machine on standardised features."""
+"""Support vector machine on normalised features."""
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -7,7 +7,7 @@ from sklearn.svm import SVC, LinearSVC
 
 from heads._base import Flag, Interval, Options
 from heads._sklearn import (COLUMN_GROUPS, COLUMNS, N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead,
-                            grouped_folds, head_pipeline, input_grid, smallest_class)
+                            grouped_folds, head_pipeline, input_grids, smallest_class)
 
 SOLVERS = ("auto", "rbf", "linear")
 CALIBRATIONS = ("auto", "sigmoid", "isotonic", "temperature")
@@ -15,8 +15,8 @@ CALIBRATION_FOLDS = 3
 
 
 class SVMHead(SklearnHead):
-    """Features clipped to their training range and standardised, then an SVM with class
-    probabilities.
+    """Features clipped to their training range and standardised (or, with ``normalize="sqrt_l2"``,
+    signed square root + L2 per column group instead), then an SVM with class probabilities.
 
     ``solver="auto"`` picks a kernel ``SVC`` (RBF unless a search chooses linear; with
     ``one_vs_rest``, one per class against the rest, whose scores calibrate far better than
@@ -146,8 +146,8 @@ class SVMHead(SklearnHead):
         if not linear and "kernel" in self.search_space:
             grid[f"{step}__kernel"] = list(self.search_space["kernel"])
             names[f"{step}__kernel"] = "kernel"
-        inputs, input_names = input_grid(self.search_space)
-        return head_pipeline(self, svm), [{**grid, **inputs}], {**names, **input_names}
+        grids, input_names = input_grids(self.search_space, grid)
+        return head_pipeline(self, svm), grids, {**names, **input_names}
 
     def _fixed_params(self) -> dict:
         """Also the solver it chose, so a copy fitted on fewer rows keeps the same kind of SVM."""

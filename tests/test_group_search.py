@@ -17,7 +17,8 @@ GROUPS = {"a": [0, 4], "b": [4, 8], "noise": [8, 40]}
 
 
 def two_signals(seed=0, n=60):
-    """Group ``a`` carries the class, ``b`` carries it weakly, ``noise`` is noise."""
+    """Group ``a`` carries the class, ``b`` carries it weakly, ``noise`` is noise (signed values, which
+    the signed square root + L2 of a 4-column group blurs: the heads choose with ``normalize="none"``)."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n // 2)
     X = rng.normal(size=(n, 40)).astype(np.float32)
@@ -26,7 +27,7 @@ def two_signals(seed=0, n=60):
     return X, y
 
 
-@pytest.mark.parametrize("head", [LogRegHead(C=1.0), SVMHead(), DenseHead(epochs=20, patience=3)])
+@pytest.mark.parametrize("head", [LogRegHead(C=1.0, normalize="none"), SVMHead(), DenseHead(epochs=20, patience=3)])
 def test_a_head_chooses_the_columns_that_carry_the_class(head):
     X, y = two_signals()
     space = {"columns": ["a", "b", "noise", "a+b+noise"]}
@@ -40,9 +41,11 @@ def test_normalisation_is_per_group_and_columns_must_name_groups():
     from heads._sklearn import ColumnGroups, signed_sqrt_l2
 
     X, _ = two_signals()
-    out = ColumnGroups(GROUPS, "a+noise", "sqrt_l2").transform(X)
-    np.testing.assert_allclose(out, np.hstack([signed_sqrt_l2(X[:, :4]), signed_sqrt_l2(X[:, 8:])]), rtol=1e-6)
-    assert np.allclose(np.linalg.norm(out[:, :4], axis=1), 1) and np.allclose(np.linalg.norm(out[:, 4:], axis=1), 1)
+    out = ColumnGroups(GROUPS, "a+noise", "sqrt_l2").fit(X).transform(X)
+    scale = ((4 + 32) / 2) ** 0.5  # each group the same norm, each feature a unit mean square
+    np.testing.assert_allclose(out, scale * np.hstack([signed_sqrt_l2(X[:, :4]), signed_sqrt_l2(X[:, 8:])]), rtol=1e-6)
+    assert np.allclose(np.linalg.norm(out[:, :4], axis=1), scale) and np.allclose(np.linalg.norm(out[:, 4:], axis=1), scale)
+    assert np.isclose(np.mean(out ** 2), 1)
     with pytest.raises(HeadError, match="names 'c', not one of the column groups a, b, noise"):
         LogRegHead(column_groups=GROUPS, columns="a+c").fit(X, np.arange(60) % 2)
     with pytest.raises(HeadError, match="needs column_groups"):

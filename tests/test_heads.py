@@ -54,6 +54,7 @@ def test_svm_chooses_its_solver_by_training_rows():
 def test_params_are_typed_from_defaults():
     assert parse_params(LogRegHead, ["C=0.5", "max_iter=50"]) == {"C": 0.5, "max_iter": 50}
     assert parse_params(SVMHead, ["solver=linear"]) == {"solver": "linear"}
+    assert parse_params(LogRegHead, ["columns=block4_avg+block5_avg"]) == {"columns": "block4_avg+block5_avg"}
 
 
 @pytest.mark.parametrize("pairs, message", [
@@ -178,9 +179,13 @@ def test_sqrt_l2_normalisation_is_a_searched_step():
         head = head_class(search_space={"C": [1.0], "normalize": ["none", "sqrt_l2"]}, n_jobs=1).fit(X, y)
         assert head.best_params_["normalize"] in ("none", "sqrt_l2")
         assert head.normalization_ == head.best_params_["normalize"]
+        searched = head.model_.named_steps
+        assert (searched["standardscaler"] == "passthrough") == (head.normalization_ == "sqrt_l2")
         fixed = head_class(normalize="sqrt_l2", n_jobs=1).fit(X, y)
         assert fixed.normalization_ == "sqrt_l2"
-        np.testing.assert_allclose(fixed.model_.named_steps["normalize"].transform(X), signed_sqrt_l2(X))
+        steps = fixed.model_.named_steps  # balanced rows, scaled to a unit mean square, not standardised after
+        np.testing.assert_allclose(steps["normalize"].transform(X), signed_sqrt_l2(X) * X.shape[1] ** 0.5, rtol=1e-6)
+        assert steps["minmaxscaler"] == steps["standardscaler"] == "passthrough"
         assert (fixed.predict(X) == y).mean() > 0.9
 
 
