@@ -45,6 +45,8 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - blocks views 2: the same with --views 2.
 - defaults now (block 5): `defaults (block 5)` with logreg's default of today, the signed square root
   + L2 normalisation (so also in the ensemble).
+- blocks 4+5: every head on a blocks store's block 4 and block 5 columns (average and max), groups
+  not searched, normalisation as by default.
 
 Writes bench/results/accuracy-<date>.{md,json}.
 """
@@ -88,6 +90,7 @@ DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}
 BLOCK5 = "block5_avg+block5_max"
 BLOCK5_HEADS = {"logreg": {"columns": BLOCK5, "normalize": "none"}, "svm": {"columns": BLOCK5},
                 "dense": {"columns": BLOCK5}, "ensemble": {}}
+BLOCKS45 = "block4_avg+block4_max+" + BLOCK5  # the mid-level parts and textures beside block 5
 # option -> (store, {head: params}); "ensemble" reuses the option's other heads as its members.
 OPTIONS = {
     "recipe": ("maps", {"recipe": {}}),
@@ -114,6 +117,8 @@ OPTIONS = {
     "blocks": ("blocks", DEFAULT_HEADS),
     "blocks views 2": ("blocks-views2", DEFAULT_HEADS),
     "defaults now (block 5)": ("blocks", {**BLOCK5_HEADS, "logreg": {"columns": BLOCK5, "normalize": "sqrt_l2"}}),
+    "blocks 4+5": ("blocks", {"logreg": {"columns": BLOCKS45}, "svm": {"columns": BLOCKS45}, "dense": {"columns": BLOCKS45},
+                              "ensemble": {}}),
 }
 NOT_BY_DEFAULT = ("passes 2", "finetune passes 2")  # the slowest stores: run when asked
 STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views", "2"],

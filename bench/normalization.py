@@ -43,7 +43,7 @@ from accuracy import ROOT, SHARED, WEIGHTS, build_store  # noqa: E402  (bench/ i
 
 from features import FeatureStore  # noqa: E402
 from heads import LogRegHead  # noqa: E402
-from heads._sklearn import SCALING_STEPS, ColumnGroups, scaling_steps  # noqa: E402
+from heads._sklearn import SCALING_STEPS, ColumnGroups, scaling_steps, true_class_log_loss  # noqa: E402
 
 DATASETS = [SHARED / "data" / name for name in ("dtd_6", "monkeys_10", "cats_and_dogs_filtered")]
 BLOCK5 = "block5_avg+block5_max"
@@ -57,12 +57,13 @@ CONFIGS = {
 
 
 def fit_logreg(store: FeatureStore, config: tuple, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Pipeline:
-    """``config``'s pipeline with C chosen from the logreg head's grid by 3-fold grouped CV."""
+    """``config``'s pipeline with C chosen as the logreg head chooses it (its grid, its metric) by
+    3-fold grouped CV."""
     columns, normalize, scaling = config
     steps = [("groups", ColumnGroups(store.column_groups, columns, normalize)),
              *zip(SCALING_STEPS, scaling_steps(scaling)), ("model", LogisticRegression(max_iter=3000))]
     grid = {"model__C": LogRegHead.default_search_space["C"]}
-    search = GridSearchCV(Pipeline(steps), grid, cv=GroupKFold(3), n_jobs=-1)
+    search = GridSearchCV(Pipeline(steps), grid, cv=GroupKFold(3), n_jobs=-1, scoring=true_class_log_loss)
     return search.fit(X, y, groups=groups).best_estimator_
 
 
@@ -72,12 +73,13 @@ def fit_and_score(store: FeatureStore, config: tuple, train: dict, rows: np.ndar
 
 
 def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, per_class: int) -> dict:
-    """Configuration name -> whether each held-out image was predicted right, over ``repeats``
-    grouped 5-fold splits of training and validation images pooled (the same folds for each)."""
+    """Configuration name -> (whether each held-out image was predicted right, mean log loss), over
+    ``repeats`` grouped 5-fold splits of training and validation images pooled (the same folds for each)."""
     X = np.concatenate([train["features"], validation["features"]])
     y = np.concatenate([train["labels"], validation["labels"]])
     groups = np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
     right = {name: [] for name in CONFIGS}
+    log_proba = {name: [] for name in CONFIGS}
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
@@ -85,8 +87,10 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
             for name, config in CONFIGS.items():
                 model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
-                right[name].append(model.predict(X[test_rows]) == y[test_rows])
-    return {name: np.concatenate(parts) for name, parts in right.items()}
+                proba = model.predict_proba(X[test_rows])
+                right[name].append(proba.argmax(axis=1) == np.searchsorted(model.classes_, y[test_rows]))
+                log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
+    return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / sum(map(len, right[name]))) for name in CONFIGS}
 
 
 def draws(train: dict, per_class: int, seeds=(0, 1, 2)) -> list[np.ndarray]:
@@ -131,13 +135,14 @@ def main(argv=None) -> None:
                       f"{', '.join(f'{a:.3f}' for a in accuracies)}", flush=True)
 
 
-def print_paired(name: str, per_class: int, right: dict) -> None:
-    """Accuracy per configuration, and its difference to the first with the standard error."""
-    first = next(iter(right.values())).astype(float)
-    for config, correct in right.items():
+def print_paired(name: str, per_class: int, scores: dict) -> None:
+    """Accuracy per configuration, its difference to the first with the standard error, log loss."""
+    first = next(iter(scores.values()))[0].astype(float)
+    for config, (correct, log_loss) in scores.items():
         difference = correct - first
         print(f"{name} | {per_class or 'all'} | {config} | {correct.mean():.3f} | "
-              f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts", flush=True)
+              f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts | "
+              f"log loss {log_loss:.3f}", flush=True)
 
 
 if __name__ == "__main__":

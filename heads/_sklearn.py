@@ -124,7 +124,8 @@ class SklearnHead(Head):
     """A head whose ``model_`` is a scikit-learn classifier on flattened features.
 
     With a ``search_space`` (head parameter name -> candidate values), ``fit`` first
-    picks the candidates with the best cross-validated accuracy on the training rows
+    picks the candidates with the best cross-validated ``search_metric`` (``accuracy``, or
+    ``log_loss``: the mean log probability of the true class) on the training rows
     (``GroupKFold`` on ``groups``, so augmented twins of an image share a fold; joblib
     runs the fits on ``n_jobs`` workers of the backend the caller configured with
     ``joblib.parallel_config``: local processes by default, a Dask cluster under the
@@ -143,6 +144,8 @@ class SklearnHead(Head):
     parameters as given. ``search_note_`` says why (None when the search ran as asked or
     none was asked for), so ``compare`` still ranks the head.
     """
+
+    search_metric = "accuracy"  # what the search maximises: "accuracy" or "log_loss"
 
     def _make_estimator(self, n_samples: int, **overrides):
         """The final pipeline, with ``overrides`` of head parameters; ``y=`` the training labels."""
@@ -207,14 +210,19 @@ class SklearnHead(Head):
         if folds < 2:
             return {}, None, f"search skipped: {why}"
         estimator, grid, names = self._search_grid(n_samples)  # the solver the final fit will use
-        search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring="accuracy",
+        scoring = {"accuracy": "accuracy", **({"log_loss": true_class_log_loss} if self.search_metric == "log_loss" else {})}
+        search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring=scoring,
                               n_jobs=self.n_jobs, refit=False)
         search.fit(X, y, groups=groups)
-        if not np.isfinite(search.best_score_):  # a fold without some class failed to fit
+        scores = search.cv_results_[f"mean_test_{self.search_metric}"]
+        ranked = np.where(np.isnan(scores), -np.inf, scores)
+        index = int(np.argmax(ranked))  # the first of equals, as GridSearchCV's own best_index_
+        if not np.isfinite(ranked[index]):  # a fold without some class failed to fit
             return {}, None, f"search skipped: its {folds}-fold fits failed ({why})"
-        best = {names[key]: value for key, value in search.best_params_.items() if key in names}
+        params = search.cv_results_["params"][index]
+        best = {names[key]: value for key, value in params.items() if key in names}
         note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
-        return best, float(search.best_score_), note
+        return best, float(search.cv_results_["mean_test_accuracy"][index]), note
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -252,6 +260,17 @@ class SklearnHead(Head):
             raise HeadError(f"{path} holds a {type(head).__name__}, not a {cls.name} head. Fit the head again "
                             f"with `head --head {cls.name}`.")
         return head
+
+
+def true_class_log_loss(estimator, X, y) -> float:
+    """A scorer: the mean log of the probability ``estimator`` gives each row's true class (a class
+    its fold never trained on counts as 1e-15), so every fold scores, whatever classes it holds."""
+    proba = estimator.predict_proba(X)
+    classes = estimator.classes_
+    column = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    known = classes[column] == y
+    true_proba = np.where(known, proba[np.arange(len(y)), column], 0.0)
+    return float(np.mean(np.log(np.clip(true_proba, 1e-15, 1.0))))
 
 
 def smallest_class(y: np.ndarray, groups: np.ndarray | None = None) -> tuple[object, int]:

@@ -84,19 +84,36 @@ def test_unfitted_head_and_single_class_are_refused():
 
 def test_search_picks_by_grouped_cross_validation():
     from sklearn.model_selection import GroupKFold, cross_val_score
+
+    from heads._sklearn import true_class_log_loss
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 40)).astype(np.float32)
     y = (X[:, :3].sum(axis=1) + rng.normal(scale=1.5, size=120) > 0).astype(int)
     groups = np.arange(120) // 2
     head = LogRegHead(search_space={"C": [1e-3, 0.1, 10.0]}, n_jobs=1).fit(X, y, groups=groups)
-    scores = {C: cross_val_score(LogRegHead()._make_estimator(120, C=C), X, y, groups=groups,
-                                 cv=GroupKFold(3)).mean() for C in (1e-3, 0.1, 10.0)}
-    best = max(scores, key=scores.get)
-    assert head.best_params_ == {"C": best} and head.cv_score_ == pytest.approx(scores[best])
+
+    def fold_mean(C, scoring):
+        return cross_val_score(LogRegHead()._make_estimator(120, C=C), X, y, groups=groups, cv=GroupKFold(3),
+                               scoring=scoring).mean()
+    log_loss = {C: fold_mean(C, true_class_log_loss) for C in (1e-3, 0.1, 10.0)}
+    best = max(log_loss, key=log_loss.get)  # logreg's C by log loss; its cv_score_ the accuracy there
+    assert best != 1e-3  # the strongest regularisation: timid probabilities, however accurate
+    assert head.best_params_ == {"C": best} and head.cv_score_ == pytest.approx(fold_mean(best, "accuracy"))
     assert head.model_[-1].C == best
     svm = SVMHead(search_space={"C": [0.5, 2.0], "kernel": ["linear", "rbf"]}, n_jobs=1).fit(X, y)
     assert set(svm.best_params_) == {"C", "kernel"}
     assert svm.solver_ == f"one-vs-rest SVC(kernel={svm.best_params_['kernel']!r})"
+
+
+def test_the_log_loss_scorer_scores_a_fold_holding_a_class_its_model_never_saw():
+    from sklearn.linear_model import LogisticRegression
+
+    from heads._sklearn import true_class_log_loss
+    X, y = blobs(n_per_class=20)
+    model = LogisticRegression().fit(X[y != 2], y[y != 2])
+    score = true_class_log_loss(model, X, y)
+    seen = np.log(model.predict_proba(X[y != 2])[np.arange(np.sum(y != 2)), y[y != 2]])
+    assert score == pytest.approx((seen.sum() + np.sum(y == 2) * np.log(1e-15)) / len(y))
 
 
 def test_augmented_twins_never_straddle_a_search_fold(monkeypatch):
@@ -206,7 +223,7 @@ def test_svm_calibration_folds_keep_an_images_rows_together(calibration):
 def test_each_head_declares_its_search_space_and_the_svm_owns_its_linear_c():
     from heads import HEADS
 
-    assert HEADS["logreg"].default_search_space == {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}
+    assert HEADS["logreg"].default_search_space == {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}
     assert HEADS["dense"].search_space_without({}) == {}
     svm = HEADS["svm"]
     assert {"C", "linear_C", "kernel", "normalize"} == set(svm.default_search_space)
