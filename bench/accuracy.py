@@ -221,14 +221,16 @@ def markdown(rows: list[dict], args) -> str:
 
 def chosen_lines(rows: list[dict]) -> list[str]:
     """Per option, the head `compare` chooses (best cross-validated accuracy on training rows, ties:
-    the faster fit) with its validation accuracy, beside the best validation accuracy."""
+    the simpler head) with its validation accuracy, beside the best validation accuracy."""
+    from pipeline.compare import simplicity_rank
+
     lines = ["| option | compare's choice (CV accuracy on training rows) | its validation accuracy | best validation |",
              "|---|---|---|---|"]
     for option in dict.fromkeys(r["option"] for r in rows):
         scored = [r for r in rows if r["option"] == option and isinstance(r["details"], dict)
                   and r["details"].get("cv_score") is not None]
         if scored:
-            chosen = max(scored, key=lambda r: (r["details"]["cv_score"], -r["fit_seconds"]))
+            chosen = max(scored, key=lambda r: (r["details"]["cv_score"], -simplicity_rank(r["head"])))
             best = max(r["accuracy"] for r in rows if r["option"] == option)
             lines.append(f"| {option} | {chosen['head']} ({chosen['details']['cv_score']:.3f}) | "
                          f"{chosen['accuracy']:.3f} | {best:.3f} |")

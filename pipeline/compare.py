@@ -44,19 +44,29 @@ def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: boo
     return board
 
 
+# compare's tie-break, simplest (and usually fastest) first: the same choice on every run, where
+# fit seconds, the earlier tie-break, vary with the machine's load.
+SIMPLER_FIRST = ("logreg", "svm", "dense", "ensemble", "finetune")
+
+
+def simplicity_rank(head: str) -> int:
+    return SIMPLER_FIRST.index(head) if head in SIMPLER_FIRST else len(SIMPLER_FIRST)
+
+
 def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict], pairs: list[dict]) -> dict:
-    """The head with the best cross-validated accuracy on the training rows (ties: the faster fit),
+    """The head with the best cross-validated accuracy on the training rows (ties: the simpler head,
+    ``SIMPLER_FIRST``),
     with its validation accuracy as the held-out figure, scored once on test if there is one.
     Where no head has a cross-validated score (searches off), the best validation accuracy, said so."""
     by_head = {row["head"]: row for row in rows}
     scored = {name: run.info["details"]["cv_score"] for name, run in fitted.items()
               if run.info["details"].get("cv_score") is not None}
     if scored:
-        head = max(scored, key=lambda name: (scored[name], -by_head[name]["fit_seconds"]))
+        head = max(scored, key=lambda name: (scored[name], -simplicity_rank(name)))
         low, high = by_head[head]["intervals_95"]["accuracy"]
         why = (f"{head}: highest cross-validated accuracy on the training rows ({scored[head]:.4f}; grouped "
                "search folds for logreg and svm, the grouped early-stopping holdout for dense, out-of-fold "
-               f"votes for the ensemble; ties broken by the faster fit). Its validation accuracy, "
+               f"votes for the ensemble; ties broken by the simpler head). Its validation accuracy, "
                f"{by_head[head]['accuracy']:.4f} [{low:.3f}, {high:.3f}], is the held-out figure: validation "
                "took no part in the choice.")
         unscored = sorted(set(fitted) - set(scored))

@@ -108,6 +108,9 @@ def test_compare_chooses_the_cross_validated_best_even_against_validation(blocks
     assert chosen["head"] == "svm" and chosen["cv_scores"] == {"logreg": 0.6, "svm": 0.7}
     assert "cross-validated accuracy on the training rows (0.7000" in chosen["why"]
     assert "validation accuracy, 0.5000" in chosen["why"]
+    fitted["logreg"].info["details"]["cv_score"] = 0.7  # a tie: the simpler head, however long its fit took
+    rows[0]["fit_seconds"] = 100.0
+    assert choose(store, fitted, rows, [])["head"] == "logreg"
     for run in fitted.values():  # searches off: validation decides, and the report says so
         run.info["details"]["cv_score"] = None
     assert "flatters" in choose(store, fitted, rows, [])["why"]
