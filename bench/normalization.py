@@ -79,7 +79,7 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
     y = np.concatenate([train["labels"], validation["labels"]])
     groups = np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
     right = {name: [] for name in CONFIGS}
-    log_proba = {name: [] for name in CONFIGS}
+    log_proba = {name: [] for name in CONFIGS}  # of each held-out image's true class
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
@@ -87,10 +87,9 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
             for name, config in CONFIGS.items():
                 model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
-                proba = model.predict_proba(X[test_rows])
-                right[name].append(proba.argmax(axis=1) == np.searchsorted(model.classes_, y[test_rows]))
+                right[name].append(model.predict(X[test_rows]) == y[test_rows])
                 log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
-    return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / sum(map(len, right[name]))) for name in CONFIGS}
+    return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats) for name in CONFIGS}
 
 
 def draws(train: dict, per_class: int, seeds=(0, 1, 2)) -> list[np.ndarray]:

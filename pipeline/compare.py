@@ -55,8 +55,8 @@ def simplicity_rank(head: str) -> int:
 
 def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict], pairs: list[dict]) -> dict:
     """The head with the best cross-validated accuracy on the training rows (ties: the simpler head,
-    ``SIMPLER_FIRST``),
-    with its validation accuracy as the held-out figure, scored once on test if there is one.
+    ``SIMPLER_FIRST``), with its validation accuracy as the held-out figure, scored once on test if
+    there is one.
     Where no head has a cross-validated score (searches off), the best validation accuracy, said so."""
     by_head = {row["head"]: row for row in rows}
     scored = {name: run.info["details"]["cv_score"] for name, run in fitted.items()
