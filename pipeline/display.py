@@ -25,7 +25,8 @@ def describe_fit(details: dict) -> str:
     if details.get("best_params"):
         searched = ", ".join(f"{name}={value}" for name, value in details["best_params"].items())
         score = details.get("cv_score")
-        parts.append(f"searched {searched}" + (f" (grouped CV accuracy {score:.4f})" if score is not None else ""))
+        by = " by log loss" if details.get("search_metric") == "log_loss" else ""
+        parts.append(f"searched {searched}{by}" + (f" (grouped CV accuracy {score:.4f})" if score is not None else ""))
     if details.get("solver"):
         parts.append(details["solver"])
     if details.get("calibration"):

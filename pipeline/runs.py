@@ -132,8 +132,8 @@ def _write_run(store: FeatureStore, head_name: str, head: Head, folder: Path, pr
         "store_folder": str(store.folder.resolve()), "fit_seconds": fit_seconds,
         "train_rows": train_rows, "validation_rows": int(len(proba)),
         "details": {k.rstrip("_"): getattr(head, k) for k in
-                    ("solver_", "epochs_", "top_epochs_", "precision_", "refitted_", "rows_seen_", "best_params_", "cv_score_", "search_note_",
-                     "calibration_", "normalization_", "columns_", "holdout_scores_", "chosen_", "cv_scores_",
+                    ("solver_", "epochs_", "top_epochs_", "precision_", "refitted_", "rows_seen_", "best_params_",
+                     "search_metric", "cv_score_", "search_note_", "calibration_", "normalization_", "columns_", "holdout_scores_", "chosen_", "cv_scores_",
                      "selection_note_", "reused_")
                     if hasattr(head, k)},
         "model_sha256": hash_folder(folder / MODEL_DIR),

@@ -50,6 +50,9 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
         assert key in metrics
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_samples"]
     assert set(metrics["per_class"]) == {"alpha", "beta", "gamma"}
+    searched = cli("head", "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
+    assert searched.exit_code == 0, searched.output
+    assert "fitted: searched C=" in searched.output and " by log loss (grouped CV accuracy " in searched.output
 
 
 def test_compare_ranks_every_head(compared):
