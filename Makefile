@@ -3,11 +3,10 @@
 
 PYTHON ?= python3
 # QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), 2.2-3.1x the
-# extraction time of the defaults: 320 px, each image and its mirror, average and max pooling.
+# extraction time of the defaults: 320 px, each image and its mirror.
 ifeq ($(QUALITY),max)
 IMAGE_SIZE ?= 320
 VIEWS ?= 2
-POOLING ?= avgmax
 endif
 # Stage one's settings: passed to `features` only when set, so its defaults (`--help`) hold.
 DATA ?=

@@ -37,10 +37,10 @@ class Choice(str, Enum):
 class Pooling(Choice):
     AVG = "avg"  # global average of the last block's maps: (512,)
     MAX = "max"
-    AVGMAX = "avgmax"  # average and max side by side: (1024,); the default (bench/results/accuracy-*.md)
+    AVGMAX = "avgmax"  # average and max side by side: (1024,)
     NONE = "none"  # the maps themselves: (size/32, size/32, 512)
     BLOCK4_POOL = "block4_pool"  # block 4's maps, (size/16, size/16, 512): what the finetune head trains block5 on
-    BLOCKS = "blocks"  # average and max of blocks 3, 4 and 5 side by side, one pass: (2560,) in COLUMN_GROUPS
+    BLOCKS = "blocks"  # average and max of blocks 3, 4 and 5 side by side, one pass: (2560,) in column groups; the default
 
 
 MAP_STRIDES = {Pooling.NONE: 32, Pooling.BLOCK4_POOL: 16}  # the poolings that keep maps: input px per map cell
@@ -109,7 +109,7 @@ class BackboneSpec:
 
     weights: Weights = RANDOM_WEIGHTS
     image_size: int = DEFAULT_IMAGE_SIZE
-    pooling: str = Pooling.AVGMAX.value
+    pooling: str = Pooling.BLOCKS.value
     views: int = 1
     precision: str = Precision.FP32.value  # arithmetic of the convnet: fp32, bf16 or int8
     engine: str = EngineName.KERAS.value  # what runs it: keras or openvino

@@ -227,9 +227,10 @@ def features(
         help=f"Square input size in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE}. "
              f"Default {DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,
     pooling: Annotated[Pooling, typer.Option(
-        help="avg/max: 512 floats per image; avgmax: both, 1,024 floats; blocks: the average and max "
-             "of blocks 3, 4 and 5 from the same pass, 2,560 floats in named column groups, which the "
-             "heads choose from by cross-validation; none: the whole map "
+        help="blocks (the default): the average and max of blocks 3, 4 and 5 from the same pass, "
+             "2,560 floats in named column groups; logreg and svm choose block 5 alone or blocks 4 "
+             "and 5 by cross-validation, dense takes block 5; avg/max: block 5's, 512 floats per "
+             "image; avgmax: both, 1,024 floats; none: the whole map "
              "(7x7x512 at 224); block4_pool: block 4's maps (14x14x512 at 224), which the finetune "
              "head trains block 5 on.")] = Pooling(BackboneSpec.pooling),
     weights: Annotated[str, typer.Option(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from heads import HEADS
+from pipeline.runs import COLUMN_CHOICES
 from tests.conftest import extract_args, make_cli, write_split_folder
 
 pytest.importorskip("distributed", reason="the dask extra is not installed: pip install '.[dask]'")
@@ -81,7 +82,7 @@ def test_the_heads_search_runs_on_the_cluster_and_chooses_as_locally(dask_store,
                             cluster.scheduler_address, "--cache", dask_store.cache, "--runs", tmp_path / "dask")
     assert remote.exit_code == 0, remote.output
     fits = [task for task in tasks.data if "_fit_and_score" in str(task["key"])]
-    candidates = len(HEADS["logreg"].default_search_space["C"])
+    candidates = len(HEADS["logreg"].default_search_space["C"]) * len(COLUMN_CHOICES)  # a blocks store
     assert 1 <= len(fits) <= candidates * 3  # the candidates x folds, which joblib may batch by their duration
     chosen = [json.loads(next((tmp_path / runs).rglob("run.json")).read_text())["details"]
               for runs in ("local", "dask")]

@@ -78,7 +78,7 @@ def test_openvino_fp32_matches_keras_and_batch_size_has_no_effect():
     full = openvino_engine(images)
     assert cosine(full, keras_engine(images)).min() > 0.9999
     np.testing.assert_allclose(openvino_engine(images[:3]), full[:3], rtol=1e-5, atol=1e-5)
-    assert openvino_engine(np.concatenate([images, images[:2]])).shape == (10, 1024)  # avgmax
+    assert openvino_engine(np.concatenate([images, images[:2]])).shape == (10, 2560)  # blocks
 
 
 def test_calibration_sample_is_fixed_and_spans_the_classes(flat_folder):

@@ -77,16 +77,17 @@ def test_avgmax_is_the_average_then_the_max_of_the_maps_on_every_engine():
         np.testing.assert_allclose(openvino, both, rtol=1e-3, atol=1e-3)
 
 
-def test_avgmax_is_the_cli_default_and_keyed_apart_from_avg(cli, split_folder):
+def test_blocks_is_the_cli_default_and_keyed_apart_from_avg(cli, split_folder):
     assert cli(*extract_args(split_folder, cli.cache, "--pooling", "avg")).exit_code == 0
     result = cli(*extract_args(split_folder, cli.cache))
     assert result.exit_code == 0, result.output
     stores = {FeatureStore(p.parent).manifest["config"]["pooling"]: FeatureStore(p.parent)
               for p in cli.cache.glob("*/manifest.json")}
-    assert stores.keys() == {"avg", "avgmax"}
-    assert stores["avgmax"].manifest["feature_shape"] == [1024]
-    avg, both = (stores[p].split_arrays("train")["features"] for p in ("avg", "avgmax"))
-    np.testing.assert_allclose(both[:, :512], avg, rtol=1e-6)
+    assert stores.keys() == {"avg", "blocks"}
+    assert stores["blocks"].manifest["feature_shape"] == [2560]
+    avg, blocks = (stores[p].split_arrays("train")["features"] for p in ("avg", "blocks"))
+    block5_avg = stores["blocks"].column_groups["block5_avg"]
+    np.testing.assert_allclose(blocks[:, slice(*block5_avg)], avg, rtol=1e-6)
     refused = cli(*extract_args(split_folder, cli.cache, "--pooling", "mean"))
     assert refused.exit_code == 2 and "avgmax" in refused.output
 

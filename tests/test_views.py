@@ -33,7 +33,7 @@ def stored(cache: Path, split: str = "train") -> tuple[np.ndarray, dict]:
 
 def test_views_change_the_key_but_views_1_keeps_the_old_one(tmp_path):
     dataset, weights = scan_dataset(write_pngs(tmp_path / "photos")), resolve_weights("none")
-    one, two = ExtractConfig(BackboneSpec(weights)), ExtractConfig(BackboneSpec(weights, views=2))
+    one, two = (ExtractConfig(BackboneSpec(weights, pooling="avgmax", views=views)) for views in (1, 2))
     old_settings = {k: v for k, v in one.to_dict().items() if k != "views"}  # a config before views
     sources = [vars(s) for s in dataset.sources]
     assert store_key(dataset, one) == content_key(old_settings, "random", dataset.class_names, sources)
@@ -51,8 +51,8 @@ def test_two_views_average_the_image_and_its_mirror(cli, tmp_path):
             result = cli(*extract_args(data, cache, "--views", str(views)))
             assert result.exit_code == 0, result.output
             features[name, views], manifest = stored(cache)
-            assert manifest["config"]["views"] == views and manifest["feature_shape"] == [1024]
-    assert features["photos", 2].shape == features["photos", 1].shape == (16, 1024)
+            assert manifest["config"]["views"] == views and manifest["feature_shape"] == [2560]
+    assert features["photos", 2].shape == features["photos", 1].shape == (16, 2560)
     np.testing.assert_allclose(features["photos", 2], (features["photos", 1] + features["mirrored", 1]) / 2,
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["photos", 2], features["mirrored", 2], rtol=1e-5, atol=1e-6)
