@@ -14,7 +14,8 @@ ECE, extraction seconds, store MB and fit seconds (an ensemble's includes its me
 Options (each alone against the baseline, then the defaults, then the best combination):
 - recipe: the reference a user would write in an afternoon, the Keras blog's top model on the
   flattened block5_pool maps (Flatten, Dense 256 relu, Dropout 0.5, softmax; RMSprop, 50 epochs,
-  batch 16) trained on every training row (a new store, --pooling none).
+  batch 16) trained on every training row (a new store, --pooling none); one row a seed with
+  ``--recipe-seeds N``.
 - baseline: the plain recipe as main had it before issue 13: logreg, svm (Platt scaling of
   SVC's one-vs-one scores), dense (early stopping on a held-out 20%, never refitted); views 1,
   no augmentation.
@@ -29,7 +30,7 @@ Options (each alone against the baseline, then the defaults, then the best combi
   an image, the same extraction).
 - defaults (avg): every head (and the ensemble) as `compare` fits it, on the avg-pooled store.
 - best: those heads on the views 2 store (avg pooling).
-- defaults: those heads on the avgmax store (the default pooling).
+- defaults: those heads on the avgmax store (the default pooling before blocks).
 - defaults int8: those heads on the avgmax store extracted in int8 (what `auto` picks on CPUs
   with VNNI or AMX), the accuracy guard at the defaults.
 - quality max: those heads on 320 px, views 2, avgmax (`QUALITY=max`; 320 px is not the 224 px
@@ -40,11 +41,13 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - defaults (block 5): the defaults on a `--pooling blocks` store's block 5 columns (average and max:
   the default avgmax store's features, from the same pass), groups not searched.
 - views 2 (block 5): the same on a blocks store with --views 2.
-- blocks: every head as `compare` fits it on a blocks store: column groups and the per-group signed
-  square root + L2 normalisation chosen by each head's search on training rows (issue 22).
+- blocks: every head as `compare` fits it on a blocks store (the defaults since blocks became the
+  default pooling): logreg and svm choose block 5 or blocks 4 and 5 by their search on training
+  rows, dense takes block 5. Before, every head searched five choices of groups and logreg and svm
+  the normalisation too (bench/results/accuracy-2026-12-03.md).
 - blocks views 2: the same with --views 2.
-- defaults now (block 5): `defaults (block 5)` with logreg's default of today, the signed square root
-  + L2 normalisation (so also in the ensemble).
+- defaults now (block 5): `defaults (block 5)` with logreg's signed square root + L2 normalisation
+  (so also in the ensemble): the defaults just before blocks became the default pooling.
 - blocks 4+5: every head on a blocks store's block 4 and block 5 columns (average and max), groups
   not searched, normalisation as by default.
 
@@ -153,16 +156,16 @@ def build_store(data: Path, store: str, args) -> dict:
     return {"key": key, "extraction_seconds": timings[key]["seconds"], "store_mb": size / 2 ** 20}
 
 
-def fit_recipe(store) -> dict:
+def fit_recipe(store, seed: int = 0) -> dict:
     """The Keras blog's top model on the flattened maps, trained on every training row for its
-    50 epochs (no early stopping), scored on validation; the metrics `compare` reports."""
+    50 epochs (no early stopping) from ``seed``, scored on validation; the metrics `compare` reports."""
     import keras
 
     from pipeline.metrics import classification_metrics
 
     train, validation = store.split_arrays("train"), store.split_arrays("validation")
     classes = len(store.class_names)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input(train["features"].shape[1:]), keras.layers.Flatten(),
                               keras.layers.Dense(256, activation="relu"), keras.layers.Dropout(0.5),
                               keras.layers.Dense(classes, activation="softmax")])
@@ -180,11 +183,15 @@ def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str)
     store = FeatureStore(args.cache / store_info["key"])
     runs = args.runs / data_name / option.replace(" ", "-")
     fitted, rows = {}, []
+    if "recipe" in heads:  # one row a seed: its single training run moves by points between seeds
+        heads = {**{f"recipe seed {seed}" if seed else "recipe": {} for seed in range(args.recipe_seeds)},
+                 **{head: params for head, params in heads.items() if head != "recipe"}}
     for head, params in heads.items():
         members = {n: r for n, r in fitted.items() if n in ("logreg", "svm", "dense")} if head == "ensemble" else None
         print(f"  {data_name} / {option} / {head} {params or ''}", flush=True)
-        if head == "recipe":
-            m, details = fit_recipe(store), "the Keras blog's top model, 50 epochs on every training row"
+        if head.startswith("recipe"):
+            seed = int(head.split()[-1]) if head != "recipe" else 0
+            m, details = fit_recipe(store, seed), f"the Keras blog's top model, 50 epochs on every training row, seed {seed}"
         else:
             run = fitted[head] = fit_run(store, head, dict(params), runs, search=True, members=members)
             m, details = run.metrics, run.info["details"]
@@ -234,7 +241,7 @@ def chosen_lines(rows: list[dict]) -> list[str]:
             best = max(r["accuracy"] for r in rows if r["option"] == option)
             lines.append(f"| {option} | {chosen['head']} ({chosen['details']['cv_score']:.3f}) | "
                          f"{chosen['accuracy']:.3f} | {best:.3f} |")
-    return lines
+    return lines if len(lines) > 2 else []  # no head searched (the recipe alone): no table
 
 
 def main(argv=None) -> None:
@@ -246,6 +253,8 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o not in NOT_BY_DEFAULT],
                         choices=list(OPTIONS), help=f"options to run (default: all but {', '.join(NOT_BY_DEFAULT)})")
+    parser.add_argument("--recipe-seeds", type=int, default=1, metavar="N",
+                        help="train the recipe from seeds 0..N-1, one row each (default 1)")
     parser.add_argument("--extract-only", action="store_true", help="build the stores, fit nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ it is fitted on) and scores it. Two ways to score:
 - ``--cv R``: paired cross-validation over training and validation images pooled (5 folds grouped
   by source image, repeated R times with new folds; ``--per-class N`` draws N images a class from
   each fold's training part): every configuration predicts every image the same number of times,
-  so the difference to the first configuration comes with its standard error, far tighter than a
+  so the difference to the first configuration (or ``--baseline``) comes with its standard error, far tighter than a
   validation split of 120 images allows.
 
 Configurations (block 5 average and max: the default pooling's columns):
@@ -21,8 +21,9 @@ Configurations (block 5 average and max: the default pooling's columns):
 - ``b5 avgmax, none``: logreg before sqrt_l2 was its default (clipped and standardised);
 - ``b5 avgmax, sqrt_l2 + std``: the first sqrt_l2 default (signed square root + L2 per group, then
   clipped and standardised);
-- ``b5 avgmax, sqrt_l2``: today's default (the same, not standardised after it);
-- ``b4+b5 avgmax, sqrt_l2``: blocks 4 and 5, as the plain script of issue 22.
+- ``b5 avgmax, sqrt_l2``: the same, not standardised after it (the default on block 5 alone);
+- ``b4+b5 avgmax, sqrt_l2``: blocks 4 and 5, as the plain script of issue 22;
+- ``b5 or b4+b5, sqrt_l2``: today's default on a ``blocks`` store, the groups searched with C.
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -44,25 +45,27 @@ from accuracy import ROOT, SHARED, WEIGHTS, build_store  # noqa: E402  (bench/ i
 from features import FeatureStore  # noqa: E402
 from heads import LogRegHead  # noqa: E402
 from heads._sklearn import SCALING_STEPS, ColumnGroups, scaling_steps, true_class_log_loss  # noqa: E402
+from pipeline.runs import BLOCK5, COLUMN_CHOICES  # noqa: E402
 
 DATASETS = [SHARED / "data" / name for name in ("dtd_6", "monkeys_10", "cats_and_dogs_filtered")]
-BLOCK5 = "block5_avg+block5_max"
-# name -> (column groups, normalisation, the scaling steps after it: those of which normalisation)
+# name -> (column groups, searched when more than one; normalisation; the scaling steps after it:
+# those of which normalisation)
 CONFIGS = {
-    "b5 avgmax, none": (BLOCK5, "none", "none"),
-    "b5 avgmax, sqrt_l2 + std": (BLOCK5, "sqrt_l2", "none"),
-    "b5 avgmax, sqrt_l2": (BLOCK5, "sqrt_l2", "sqrt_l2"),
-    "b4+b5 avgmax, sqrt_l2": ("block4_avg+block4_max+" + BLOCK5, "sqrt_l2", "sqrt_l2"),
+    "b5 avgmax, none": ([BLOCK5], "none", "none"),
+    "b5 avgmax, sqrt_l2 + std": ([BLOCK5], "sqrt_l2", "none"),
+    "b5 avgmax, sqrt_l2": ([BLOCK5], "sqrt_l2", "sqrt_l2"),
+    "b4+b5 avgmax, sqrt_l2": ([COLUMN_CHOICES[1]], "sqrt_l2", "sqrt_l2"),
+    "b5 or b4+b5, sqrt_l2": (list(COLUMN_CHOICES), "sqrt_l2", "sqrt_l2"),
 }
 
 
 def fit_logreg(store: FeatureStore, config: tuple, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Pipeline:
-    """``config``'s pipeline with C chosen as the logreg head chooses it (its grid, its metric) by
-    3-fold grouped CV."""
+    """``config``'s pipeline with C (and the column groups, when it offers more than one) chosen as
+    the logreg head chooses them (its grid, its metric) by 3-fold grouped CV."""
     columns, normalize, scaling = config
-    steps = [("groups", ColumnGroups(store.column_groups, columns, normalize)),
+    steps = [("groups", ColumnGroups(store.column_groups, columns[0], normalize)),
              *zip(SCALING_STEPS, scaling_steps(scaling)), ("model", LogisticRegression(max_iter=3000))]
-    grid = {"model__C": LogRegHead.default_search_space["C"]}
+    grid = {"model__C": LogRegHead.default_search_space["C"], "groups__columns": columns}
     search = GridSearchCV(Pipeline(steps), grid, cv=GroupKFold(3), n_jobs=-1, scoring=true_class_log_loss)
     return search.fit(X, y, groups=groups).best_estimator_
 
@@ -73,13 +76,15 @@ def fit_and_score(store: FeatureStore, config: tuple, train: dict, rows: np.ndar
 
 
 def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, per_class: int) -> dict:
-    """Configuration name -> (whether each held-out image was predicted right, mean log loss), over
+    """Configuration name -> (whether each held-out image was predicted right, mean log loss, the
+    folds that used block 4 out of all), over
     ``repeats`` grouped 5-fold splits of training and validation images pooled (the same folds for each)."""
     X = np.concatenate([train["features"], validation["features"]])
     y = np.concatenate([train["labels"], validation["labels"]])
     groups = np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
     right = {name: [] for name in CONFIGS}
     log_proba = {name: [] for name in CONFIGS}  # of each held-out image's true class
+    with_block4 = {name: 0 for name in CONFIGS}  # folds whose fit used block 4's columns
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
@@ -89,7 +94,10 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
                 model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
                 right[name].append(model.predict(X[test_rows]) == y[test_rows])
                 log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
-    return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats) for name in CONFIGS}
+                with_block4[name] += "block4" in model.named_steps["groups"].columns
+    folds = 5 * repeats
+    return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats,
+                   f"{with_block4[name]}/{folds}") for name in CONFIGS}
 
 
 def draws(train: dict, per_class: int, seeds=(0, 1, 2)) -> list[np.ndarray]:
@@ -115,6 +123,8 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=0, metavar="R",
                         help="paired 5-fold CV on training and validation pooled, R repeats (default 0: validation)")
+    parser.add_argument("--baseline", choices=list(CONFIGS), default=next(iter(CONFIGS)),
+                        help="the configuration --cv's differences are taken against (default: the first)")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
@@ -125,7 +135,7 @@ def main(argv=None) -> None:
         validation["groups"] = store.source_groups(validation["sources"])
         for per_class in args.per_class:
             if args.cv:
-                print_paired(data.name, per_class, paired_cv(store, train, validation, args.cv, per_class))
+                print_paired(data.name, per_class, paired_cv(store, train, validation, args.cv, per_class), args.baseline)
                 continue
             samples = draws(train, per_class)
             for name, config in CONFIGS.items():
@@ -134,14 +144,15 @@ def main(argv=None) -> None:
                       f"{', '.join(f'{a:.3f}' for a in accuracies)}", flush=True)
 
 
-def print_paired(name: str, per_class: int, scores: dict) -> None:
-    """Accuracy per configuration, its difference to the first with the standard error, log loss."""
-    first = next(iter(scores.values()))[0].astype(float)
-    for config, (correct, log_loss) in scores.items():
+def print_paired(name: str, per_class: int, scores: dict, baseline: str) -> None:
+    """Accuracy per configuration, its difference to ``baseline``'s with the standard error, log
+    loss, the folds that used block 4."""
+    first = scores[baseline][0].astype(float)
+    for config, (correct, log_loss, with_block4) in scores.items():
         difference = correct - first
         print(f"{name} | {per_class or 'all'} | {config} | {correct.mean():.3f} | "
               f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts | "
-              f"log loss {log_loss:.3f}", flush=True)
+              f"log loss {log_loss:.3f} | block 4 in {with_block4} folds", flush=True)
 
 
 if __name__ == "__main__":

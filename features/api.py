@@ -68,7 +68,8 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     as `features` decodes them) or an array of RGB images (n, height, width, 3), values 0-255
     (an array of floats within 0-1 is refused: multiply it by 255), resized bilinearly to
     ``image_size``; it returns float32 features of shape (n, 1024) with the default
-    ``pooling="avgmax"``, (n, 512) with avg or max, (n, 2560) with blocks (the average and max of
+    ``pooling="avgmax"`` (block 5's average and max: the CLI's default, ``blocks``, feeds heads that
+    choose among its column groups, which an estimator after this transformer does not), (n, 512) with avg or max, (n, 2560) with blocks (the average and max of
     blocks 3, 4 and 5: ``column_groups_`` names them), flattened maps with none (block 5's) or
     block4_pool (block 4's) (2 ``views`` average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
