@@ -78,6 +78,7 @@ WEIGHTS = SHARED / "weights" / "vgg16_notop.weights.h5"
 TIMINGS = "accuracy-timings.json"
 
 from heads import LogRegHead, SVMHead  # noqa: E402  (after sys.path)
+from pipeline.runs import BLOCK5, COLUMN_CHOICES  # noqa: E402
 
 SEARCH_SPACES = {"logreg": LogRegHead.default_search_space, "svm": SVMHead.default_search_space}
 
@@ -90,10 +91,9 @@ SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
 DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}
 # The defaults on a blocks store's block 5 columns only, unnormalised for logreg: the very features and
 # heads of the default avgmax store (the same pass; the groups not searched), beside the searched groups.
-BLOCK5 = "block5_avg+block5_max"
 BLOCK5_HEADS = {"logreg": {"columns": BLOCK5, "normalize": "none"}, "svm": {"columns": BLOCK5},
                 "dense": {"columns": BLOCK5}, "ensemble": {}}
-BLOCKS45 = "block4_avg+block4_max+" + BLOCK5  # the mid-level parts and textures beside block 5
+BLOCKS45 = COLUMN_CHOICES[1]  # the mid-level parts and textures beside block 5
 # option -> (store, {head: params}); "ensemble" reuses the option's other heads as its members.
 OPTIONS = {
     "recipe": ("maps", {"recipe": {}}),
@@ -184,14 +184,14 @@ def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str)
     runs = args.runs / data_name / option.replace(" ", "-")
     fitted, rows = {}, []
     if "recipe" in heads:  # one row a seed: its single training run moves by points between seeds
-        heads = {**{f"recipe seed {seed}" if seed else "recipe": {} for seed in range(args.recipe_seeds)},
+        heads = {**{f"recipe seed {seed}" if seed else "recipe": {"seed": seed} for seed in range(args.recipe_seeds)},
                  **{head: params for head, params in heads.items() if head != "recipe"}}
     for head, params in heads.items():
         members = {n: r for n, r in fitted.items() if n in ("logreg", "svm", "dense")} if head == "ensemble" else None
         print(f"  {data_name} / {option} / {head} {params or ''}", flush=True)
         if head.startswith("recipe"):
-            seed = int(head.split()[-1]) if head != "recipe" else 0
-            m, details = fit_recipe(store, seed), f"the Keras blog's top model, 50 epochs on every training row, seed {seed}"
+            m = fit_recipe(store, params["seed"])
+            details = f"the Keras blog's top model, 50 epochs on every training row, seed {params['seed']}"
         else:
             run = fitted[head] = fit_run(store, head, dict(params), runs, search=True, members=members)
             m, details = run.metrics, run.info["details"]
