@@ -15,14 +15,16 @@ STATE_FILE = "head.json"
 
 
 class DenseHead(Head):
-    """Flatten, clip to the training range, standardise, Dense + Dropout, softmax; Adam with
-    early stopping.
+    """Flatten, clip to the training range, standardise, Dropout, Dense + Dropout, softmax; Adam
+    with early stopping.
 
     Each feature is first mapped from its training range to [-1, 1] (a ``Normalization``) and
     clipped there (``hard_tanh``), then standardised, so a feature constant in training (a VGG16
     channel zero on every image) or far outside its range cannot push the network to certainty;
-    a range or variance too small to divide by is taken as 1. Built-in layers only, so the saved
-    ``.keras`` file loads with plain Keras.
+    a range or variance too small to divide by is taken as 1. Dropout on the standardised input
+    (``input_dropout``) keeps the hidden layer from leaning on a few of the thousands of feature
+    columns, which matters most where few photos meet many columns. Built-in layers only, so the
+    saved ``.keras`` file loads with plain Keras.
 
     Early stopping watches the loss on ``holdout`` of the training rows, held out
     by group when ``groups`` is given (all augmented passes of one image together),
@@ -46,6 +48,7 @@ class DenseHead(Head):
     ----------
     units : int, width of the hidden layer.
     dropout : float, dropout rate after it.
+    input_dropout : float, dropout rate on the standardised input columns.
     learning_rate : float, Adam's step size.
     epochs : int, most epochs; early stopping usually ends sooner.
     batch_size : int
@@ -62,6 +65,7 @@ class DenseHead(Head):
     _parameter_constraints = {
         "units": [Interval(int, 1)],
         "dropout": [Interval(float, 0, 1, closed="left")],
+        "input_dropout": [Interval(float, 0, 1, closed="left")],
         "learning_rate": [Interval(float, 0, None, closed="neither")],
         "epochs": [Interval(int, 1)],
         "batch_size": [Interval(int, 1)],
@@ -74,12 +78,14 @@ class DenseHead(Head):
         "seed": [Interval(int, 0)],
     }
 
-    def __init__(self, *, units: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
-                 epochs: int = 100, batch_size: int = 64, patience: int = 10, holdout: float = 0.2,
-                 refit: bool = True, column_groups: dict | None = None, columns: str | None = None,
+    def __init__(self, *, units: int = 256, dropout: float = 0.5, input_dropout: float = 0.5,
+                 learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 64,
+                 patience: int = 10, holdout: float = 0.2, refit: bool = True,
+                 column_groups: dict | None = None, columns: str | None = None,
                  search_space: dict | None = None, seed: int = 0):
         self.units = units
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
@@ -182,6 +188,7 @@ class DenseHead(Head):
             keras.layers.Normalization(mean=centre, variance=half_range ** 2),  # training range -> [-1, 1]
             keras.layers.Activation("hard_tanh"),  # beyond it: clipped
             keras.layers.Normalization(mean=mean, variance=variance),
+            keras.layers.Dropout(self.input_dropout),
             keras.layers.Dense(self.units, activation="relu"),
             keras.layers.Dropout(self.dropout),
             keras.layers.Dense(n_classes, activation="softmax"),

@@ -42,6 +42,8 @@ BAD = [
     ("dense", "units", 2.0, "must be an int >= 1"),
     ("dense", "dropout", 1.0, r"must be a float in \[0, 1\)"),
     ("dense", "dropout", -0.1, r"must be a float in \[0, 1\)"),
+    ("dense", "input_dropout", 1.0, r"must be a float in \[0, 1\)"),
+    ("dense", "input_dropout", -0.1, r"must be a float in \[0, 1\)"),
     ("dense", "learning_rate", 0.0, "must be a finite float > 0"),
     ("dense", "learning_rate", float("nan"), "must be a finite float > 0"),
     ("dense", "learning_rate", float("inf"), "must be a finite float > 0"),
