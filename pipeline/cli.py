@@ -171,13 +171,17 @@ class _SayHandler(logging.Handler):
 
 
 def show_library_logs() -> None:
-    """Show the packages' INFO messages (progress of stages, choices made) on stderr, once."""
+    """Show the packages' INFO messages (progress of stages, choices made) on stderr, once;
+    hide TensorFlow's Python warnings."""
     for name in ("features", "heads", "pipeline"):
         logger = logging.getLogger(name)
         if not any(isinstance(handler, _SayHandler) for handler in logger.handlers):
             logger.addHandler(_SayHandler())
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # TensorFlow's own warnings (a prediction function retraced as compare fits one fresh network
+    # after another) are hints for its developers, not for someone running the tool.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def warn_if_stale(feature_store) -> None:

@@ -49,6 +49,20 @@ def test_make_head_and_compare_fit_on_the_users_store_not_the_demo(tmp_path):
     assert board["store_key"] == store.name
 
 
+def test_compare_output_carries_no_tensorflow_developer_warnings(tmp_path):
+    """The ensemble refits the dense head in every fold, one fresh network after another, and
+    TensorFlow warns that it retraced a prediction function: a hint for its developers, which
+    a user of the tool cannot act on."""
+    photos = write_images(tmp_path / "photos", {"cats": 10, "dogs": 10})[0].parents[1]
+    common = [f"CACHE={tmp_path / 'cache'}", f"RUNS={tmp_path / 'runs'}"]
+    built = make("features", f"DATA={photos}", "WEIGHTS=none", "IMAGE_SIZE=32", "PRECISION=fp32", *common)
+    assert built.returncode == 0, built.stderr
+    result = make("compare", "HEADS=dense,ensemble", *common)
+    assert result.returncode == 0, result.stderr
+    assert "Chosen:" in result.stdout + result.stderr
+    assert "WARNING:tensorflow" not in result.stdout + result.stderr
+
+
 def test_make_compare_in_a_fresh_clone_runs_the_demo_and_help_lists_every_variable(tmp_path):
     result = make("help")
     for variable in ("DATA", "LAYOUT", "WEIGHTS", "MAX_BAD", "HEAD", "HEADS", "STORE", "IMAGES", "FORMAT",
