@@ -97,7 +97,8 @@ compare: $(if $(or $(DATA),$(NO_STORE_YET)),features,$(RUNTIME))
 .PHONY: predict
 predict: $(USES_STORE)
 	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
-	$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
+	@# not echoed: stdout is the predictions alone, so `make predict FORMAT=csv > out.csv` is a CSV
+	@$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
 		--cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Package a fitted HEAD for use away from the store: OUT=NAME.keras (dense, finetune; logreg with normalize=none) or a folder
