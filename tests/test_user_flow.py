@@ -45,11 +45,12 @@ def test_make_head_and_compare_fit_on_the_users_store_not_the_demo(tmp_path):
         assert "digits demo" not in result.stderr
     assert [p.parent for p in cache.glob("*/manifest.json")] == [store], "another store was built"
     assert (runs / store.name / "svm" / "run.json").is_file()
-    # stdout is the predictions alone: redirected, a CSV with its header first
-    predicted = make("predict", f"IMAGES={photos}", "HEAD=svm", "FORMAT=csv", *common)
-    assert predicted.returncode == 0, predicted.stderr
-    rows = list(csv.DictReader(io.StringIO(predicted.stdout)))
-    assert len(rows) == 20 and {row["class"] for row in rows} <= {"cats", "dogs"}
+    # stdout is the predictions alone (with DATA too, whose store is checked first): redirected, a CSV
+    for data in ([], [f"DATA={photos}", "WEIGHTS=none", "IMAGE_SIZE=32", "PRECISION=fp32"]):
+        predicted = make("predict", f"IMAGES={photos}", "HEAD=svm", "FORMAT=csv", *data, *common)
+        assert predicted.returncode == 0, predicted.stderr
+        rows = list(csv.DictReader(io.StringIO(predicted.stdout)))
+        assert len(rows) == 20 and {row["class"] for row in rows} <= {"cats", "dogs"}
     board = json.loads((runs / store.name / "leaderboard.json").read_text())
     assert board["store_key"] == store.name
 
