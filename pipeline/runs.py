@@ -221,7 +221,8 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     folder = run_folder(runs, store, head_name)
     if not (folder / RUN_FILE).is_file():
         raise PipelineError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
-                            f"Run `python -m pipeline head --head {head_name}` first.")
+                            f"Fit it first with `make head HEAD={head_name}` (or `bottleneck-heads head "
+                            f"--head {head_name}`).")
     info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
         raise PipelineError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
