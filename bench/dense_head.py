@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import ROOT, WEIGHTS, build_store  # noqa: E402  (bench/ is not a package)
-from normalization import DATASETS, draws  # noqa: E402
+from normalization import DATASETS, draws, paired_difference, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
 from heads import DenseHead  # noqa: E402
@@ -76,19 +76,13 @@ def main(argv=None) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
-        train, validation = (store.split_arrays(split, passes=False) for split in ("train", "validation"))
-        X = np.concatenate([train["features"], validation["features"]])
-        y = np.concatenate([train["labels"], validation["labels"]])
-        train_groups = store.source_groups(train["sources"])
-        groups = np.concatenate([train_groups, store.source_groups(validation["sources"]) + train_groups.max() + 1])
+        X, y, groups = pooled(*(split_with_groups(store, split, passes=False) for split in ("train", "validation")))
         for per_class in args.per_class:
             scores = paired_cv(store, X, y, groups, args.cv, per_class, args.seeds)
             first = next(iter(scores.values()))[0]
             for name, (right, log_loss, seconds) in scores.items():
-                difference = right - first
                 print(f"{data.name} | {per_class or 'all'} | {name} | {right.mean():.3f} | "
-                      f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts | "
-                      f"log loss {log_loss:.3f} | fit {seconds:.0f} s", flush=True)
+                      f"{paired_difference(right, first)} | log loss {log_loss:.3f} | fit {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,7 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
     """Configuration name -> (whether each held-out image was predicted right, mean log loss, the
     folds that used block 4 out of all), over
     ``repeats`` grouped 5-fold splits of training and validation images pooled (the same folds for each)."""
-    X = np.concatenate([train["features"], validation["features"]])
-    y = np.concatenate([train["labels"], validation["labels"]])
-    groups = np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
+    X, y, groups = pooled(train, validation)
     right = {name: [] for name in CONFIGS}
     log_proba = {name: [] for name in CONFIGS}  # of each held-out image's true class
     with_block4 = {name: 0 for name in CONFIGS}  # folds whose fit used block 4's columns
@@ -98,6 +96,27 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
     folds = 5 * repeats
     return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats,
                    f"{with_block4[name]}/{folds}") for name in CONFIGS}
+
+
+def pooled(train: dict, validation: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training and validation rows as one (features, labels, groups), validation's groups
+    numbered after training's."""
+    X = np.concatenate([train["features"], validation["features"]])
+    y = np.concatenate([train["labels"], validation["labels"]])
+    return X, y, np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
+
+
+def split_with_groups(store: FeatureStore, split: str, passes: bool) -> dict:
+    """``store.split_arrays(split)`` with each row's source image as ``groups``."""
+    arrays = store.split_arrays(split, passes=passes)
+    arrays["groups"] = store.source_groups(arrays["sources"])
+    return arrays
+
+
+def paired_difference(correct: np.ndarray, baseline: np.ndarray) -> str:
+    """Points of accuracy of ``correct`` over ``baseline`` (per image), ± the standard error."""
+    difference = correct - baseline
+    return f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts"
 
 
 def draws(train: dict, per_class: int, seeds=(0, 1, 2)) -> list[np.ndarray]:
@@ -129,10 +148,8 @@ def main(argv=None) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
-        train = store.split_arrays("train", passes=not args.cv)  # pooled CV: one row an image
-        train["groups"] = store.source_groups(train["sources"])
-        validation = store.split_arrays("validation", passes=False)
-        validation["groups"] = store.source_groups(validation["sources"])
+        train = split_with_groups(store, "train", passes=not args.cv)  # pooled CV: one row an image
+        validation = split_with_groups(store, "validation", passes=False)
         for per_class in args.per_class:
             if args.cv:
                 print_paired(data.name, per_class, paired_cv(store, train, validation, args.cv, per_class), args.baseline)
@@ -149,9 +166,7 @@ def print_paired(name: str, per_class: int, scores: dict, baseline: str) -> None
     loss, the folds that used block 4."""
     first = scores[baseline][0].astype(float)
     for config, (correct, log_loss, with_block4) in scores.items():
-        difference = correct - first
-        print(f"{name} | {per_class or 'all'} | {config} | {correct.mean():.3f} | "
-              f"{100 * difference.mean():+.1f} ± {100 * difference.std() / np.sqrt(len(difference)):.1f} pts | "
+        print(f"{name} | {per_class or 'all'} | {config} | {correct.mean():.3f} | {paired_difference(correct, first)} | "
               f"log loss {log_loss:.3f} | block 4 in {with_block4} folds", flush=True)
 
 
