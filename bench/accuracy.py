@@ -51,6 +51,10 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - blocks 4+5: every head on a blocks store's block 4 and block 5 columns (average and max), groups
   not searched, normalisation as by default.
 
+``--per-class N`` also runs every option on N training photos a class (drawn with a fixed seed) and
+every validation photo of each set: a folder of links to them, as a user's copy of fewer photos
+would be, extracted like any other (0: every photo).
+
 Writes bench/results/accuracy-<date>.{md,json}.
 """
 
@@ -131,6 +135,31 @@ STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views"
           "avgmax-int8": ["--pooling", "avgmax", "--precision", "int8"],  # the last --precision wins
           "block4": ["--pooling", "block4_pool"], "block4-passes2": ["--pooling", "block4_pool", "--passes", "2"],
           "blocks": ["--pooling", "blocks"], "blocks-views2": ["--pooling", "blocks", "--views", "2"]}
+
+
+def subset_folder(data: Path, per_class: int, cache: Path, seed: int = 0) -> Path | None:
+    """A ``train/`` + ``validation/`` folder under ``cache`` of links to ``per_class`` of ``data``'s
+    training photos a class (drawn with ``seed``) and every validation photo; None when no class has
+    more than ``per_class`` training photos (the subset would be the whole set)."""
+    from features.dataset import scan_dataset
+
+    dataset = scan_dataset(data)
+    training = {label: [s for s in dataset.sources if s.split == "train" and s.label == label]
+                for label in range(len(dataset.class_names))}
+    if max(len(sources) for sources in training.values()) <= per_class:
+        return None
+    rng = np.random.default_rng(seed)
+    chosen = [sources[i] for sources in training.values()
+              for i in sorted(rng.choice(len(sources), min(per_class, len(sources)), replace=False))]
+    chosen += [source for source in dataset.sources if source.split == "validation"]
+    folder = cache / "subsets" / f"{data.name}-{per_class}-a-class"
+    for source in chosen:
+        split = "train" if source.split == "train" else "validation"
+        link = folder / split / dataset.class_names[source.label] / Path(source.path).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to((data / source.path).resolve())
+    return folder
 
 
 def build_store(data: Path, store: str, args) -> dict:
@@ -244,6 +273,16 @@ def chosen_lines(rows: list[dict]) -> list[str]:
     return lines if len(lines) > 2 else []  # no head searched (the recipe alone): no table
 
 
+def subsets(data: Path, args) -> list[Path]:
+    """``data`` itself (for ``--per-class 0``) and its subset folder for every other ``--per-class``
+    that leaves some photos out."""
+    folders = [data if per_class == 0 else subset_folder(data, per_class, args.cache) for per_class in args.per_class]
+    for per_class, folder in zip(args.per_class, folders):
+        if folder is None:
+            print(f"{data.name}: no class has more than {per_class} training photos; that subset is the whole set")
+    return list(dict.fromkeys(folder for folder in folders if folder is not None))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", default=DATASETS)
@@ -255,10 +294,13 @@ def main(argv=None) -> None:
                         choices=list(OPTIONS), help=f"options to run (default: all but {', '.join(NOT_BY_DEFAULT)})")
     parser.add_argument("--recipe-seeds", type=int, default=1, metavar="N",
                         help="train the recipe from seeds 0..N-1, one row each (default 1)")
+    parser.add_argument("--per-class", type=int, nargs="+", default=[0], metavar="N",
+                        help="training photos a class, drawn from each set (default 0: every photo)")
     parser.add_argument("--extract-only", action="store_true", help="build the stores, fit nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
+    args.data = [folder for data in args.data for folder in subsets(data, args)]
     needed = list(dict.fromkeys(OPTIONS[o][0] for o in args.options))
     stores = {(data.name, store): build_store(data, store, args) for data in args.data for store in needed}
     if args.extract_only:
