@@ -1,17 +1,21 @@
-"""The dense head's input dropout, by paired cross-validation, over several seeds.
+"""The dense head's networks and input dropout, by paired cross-validation, over several seeds.
 
 Run: .venv/bin/python bench/dense_head.py [--data DIR ...] [--per-class 0 20 60] [--cv 1] [--seeds 3]
+[--configs NAME ...]
 
 For each data set (default: the three shared sets), builds (or reuses) a `--pooling blocks` store
 with `bench/accuracy.py`'s `build_store` (real weights, 224 px), pools training and validation
 images, and splits them into 5 folds grouped by source image (``--cv R`` repeats with new folds;
 ``--per-class N`` draws N images a class from each fold's training part, 0: every image). In every
-fold each configuration is fitted once per seed on block 5's columns (what `compare` gives the
-dense head) and predicts the held-out images. A network's accuracy moves by a point or two with its
-seed alone on a few hundred photos, so each configuration's figure is the mean over seeds, and the
-difference to the first configuration comes per image with its standard error.
+fold each configuration is fitted as one network once per seed on block 5's columns (what
+`compare` gives the dense head) and predicts the held-out images. A network's accuracy moves by a
+point or two with its seed alone on a few hundred photos, so each configuration's figure is the mean
+over seeds; its row ``..., N networks`` scores the seeds' probabilities averaged, which is what
+``DenseHead(networks=N)`` (seeds 0..N-1) predicts. Differences to the first row come per image with
+their standard error.
 
-Configurations: ``input_dropout`` 0 (the head before it had one) and 0.5 (its default).
+Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
+default); by default the latter alone, one network against ``--seeds`` of them averaged.
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -38,29 +42,33 @@ CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"inp
 
 
 def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-              repeats: int, per_class: int, seeds: int) -> dict:
-    """Configuration name -> (each held-out image's accuracy averaged over seeds, its mean true-class
-    log loss, fit seconds), over ``repeats`` grouped 5-fold splits (the same folds for each)."""
-    right = {name: [] for name in CONFIGS}
-    losses = {name: [] for name in CONFIGS}
-    seconds = dict.fromkeys(CONFIGS, 0.0)
+              repeats: int, per_class: int, seeds: int, configs: list[str]) -> dict:
+    """Row name -> (each held-out image's accuracy, its mean true-class log loss, fit seconds), over
+    ``repeats`` grouped 5-fold splits (the same folds for each): per configuration, one network's
+    averaged over ``seeds``, and the ``seeds`` networks' probabilities averaged."""
+    rows = [row for name in configs for row in (name, f"{name}, {seeds} networks")]
+    right, losses = {row: [] for row in rows}, {row: [] for row in rows}
+    seconds = dict.fromkeys(rows, 0.0)
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
             if per_class:
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name, params in CONFIGS.items():
+            for name in configs:
                 started = time.perf_counter()
-                heads = [DenseHead(column_groups=store.column_groups, columns=BLOCK5, seed=seed, **params)
-                         .fit(X[fit_rows], y[fit_rows], groups[fit_rows]) for seed in range(seeds)]
-                seconds[name] += time.perf_counter() - started
+                heads = [DenseHead(column_groups=store.column_groups, columns=BLOCK5, seed=seed, networks=1,
+                                   **CONFIGS[name]).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
+                         for seed in range(seeds)]
+                elapsed = time.perf_counter() - started
+                seconds[name] += elapsed / seeds
+                seconds[f"{name}, {seeds} networks"] += elapsed
                 probas = [head.predict_proba(X[test_rows]) for head in heads]
                 truth = np.searchsorted(heads[0].classes_, y[test_rows])
-                right[name].append(np.mean([p.argmax(axis=1) == truth for p in probas], axis=0))
-                losses[name].append(np.mean([-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-15, 1))
-                                             for p in probas], axis=0))
-    return {name: (np.concatenate(right[name]), float(np.concatenate(losses[name]).mean()), seconds[name])
-            for name in CONFIGS}
+                for row, chances in ((name, probas), (f"{name}, {seeds} networks", [np.mean(probas, axis=0)])):
+                    right[row].append(np.mean([p.argmax(axis=1) == truth for p in chances], axis=0))
+                    losses[row].append(np.mean([-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-15, 1))
+                                                for p in chances], axis=0))
+    return {row: (np.concatenate(right[row]), float(np.concatenate(losses[row]).mean()), seconds[row]) for row in rows}
 
 
 def main(argv=None) -> None:
@@ -72,13 +80,15 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=1, metavar="R", help="repeats of the 5-fold split (default 1)")
     parser.add_argument("--seeds", type=int, default=3, help="networks a configuration, seeds 0..N-1 (default 3)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["input_dropout 0.5"],
+                        help="configurations (default: input_dropout 0.5, the dense head's)")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
         X, y, groups = pooled(*(split_with_groups(store, split, passes=False) for split in ("train", "validation")))
         for per_class in args.per_class:
-            scores = paired_cv(store, X, y, groups, args.cv, per_class, args.seeds)
+            scores = paired_cv(store, X, y, groups, args.cv, per_class, args.seeds, args.configs)
             first = next(iter(scores.values()))[0]
             for name, (right, log_loss, seconds) in scores.items():
                 print(f"{data.name} | {per_class or 'all'} | {name} | {right.mean():.3f} | "

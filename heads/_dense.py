@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -14,34 +15,49 @@ MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
 
 
+@dataclass
+class _Network:
+    """One of a dense head's networks, as fitted: the kept model and how it came to be."""
+    model: keras.Model
+    columns: str | None
+    epochs: int
+    refitted: bool
+    cv_score: float | None  # its holdout accuracy
+    holdout_scores: dict  # columns candidate -> holdout accuracy and loss
+    rows: set  # the training rows it was trained on
+
+
 class DenseHead(Head):
-    """Flatten, clip to the training range, standardise, Dropout, Dense + Dropout, softmax; Adam
-    with early stopping.
+    """``networks`` of: flatten, clip to the training range, standardise, Dropout, Dense + Dropout,
+    softmax; Adam with early stopping; their probabilities averaged.
 
     Each feature is first mapped from its training range to [-1, 1] (a ``Normalization``) and
     clipped there (``hard_tanh``), then standardised, so a feature constant in training (a VGG16
     channel zero on every image) or far outside its range cannot push the network to certainty;
     a range or variance too small to divide by is taken as 1. Dropout on the standardised input
     (``input_dropout``) keeps the hidden layer from leaning on a few of the thousands of feature
-    columns, which matters most where few photos meet many columns. Built-in layers only, so the
-    saved ``.keras`` file loads with plain Keras.
+    columns, which matters most where few photos meet many columns. On a few hundred photos one
+    network's accuracy moves by a point or two with its seed alone, so ``networks`` are trained
+    apart, seeded ``seed``, ``seed + 1``, ... (each its own holdout, starting weights, batch order
+    and epochs), and their probabilities averaged. Built-in layers only, so the saved ``.keras``
+    file loads with plain Keras.
 
     Early stopping watches the loss on ``holdout`` of the training rows, held out
     by group when ``groups`` is given (all augmented passes of one image together),
     so the validation split is never used for fitting. One group of every class always
     stays in training; when none is left to hold out (one image per class), early stopping
     watches the training loss instead. With ``refit`` (the default) the held-out rows are
-    not lost: once early stopping has chosen the number of epochs (``epochs_``), a fresh
-    network (same seed, input scaling from every row) is trained on every training row for
+    not lost: once early stopping has chosen the number of epochs (``epochs_``, one a network), a
+    fresh network (same seed, input scaling from every row) is trained on every training row for
     that many epochs, and that one is kept; without it the early-stopped network is kept.
-    ``rows_seen_`` counts the distinct training rows the kept network was trained on.
+    ``rows_seen_`` counts the distinct training rows the kept networks were trained on.
 
     With ``column_groups`` (group name -> [start, stop) of the columns, which a ``blocks`` store
     names), ``columns`` ("+"-joined groups) narrows the input to those groups, inside the network
     (built-in cropping layers, so the saved model still takes whole rows). A ``search_space``
-    holding ``columns`` early-stops one network per candidate on the same holdout and keeps the
-    one with the best holdout accuracy (ties: lower loss): ``columns_``. ``cv_score_`` is the
-    kept candidate's holdout accuracy (None without a holdout). Signed square root normalisation
+    holding ``columns`` early-stops the first network once per candidate on its holdout and keeps
+    the one with the best holdout accuracy (ties: lower loss): ``columns_``, which the other
+    networks take. ``cv_score_`` is the networks' mean holdout accuracy (None without a holdout). Signed square root normalisation
     is not offered here: no built-in Keras layer computes it, and the model must export as one.
 
     Parameters
@@ -49,6 +65,7 @@ class DenseHead(Head):
     units : int, width of the hidden layer.
     dropout : float, dropout rate after it.
     input_dropout : float, dropout rate on the standardised input columns.
+    networks : int, networks trained apart and averaged.
     learning_rate : float, Adam's step size.
     epochs : int, most epochs; early stopping usually ends sooner.
     batch_size : int
@@ -58,7 +75,7 @@ class DenseHead(Head):
     column_groups : dict or None, group name -> [start, stop) of its feature columns.
     columns : str or None, "+"-joined groups to use; None: every column.
     search_space : dict or None, ``{"columns": [...]}``: candidates chosen on the holdout.
-    seed : int, seeds weights, shuffling and the holdout.
+    seed : int, seeds the first network's weights, shuffling and holdout (``seed + 1`` the second's...).
     """
 
     name = "dense"
@@ -66,6 +83,7 @@ class DenseHead(Head):
         "units": [Interval(int, 1)],
         "dropout": [Interval(float, 0, 1, closed="left")],
         "input_dropout": [Interval(float, 0, 1, closed="left")],
+        "networks": [Interval(int, 1)],
         "learning_rate": [Interval(float, 0, None, closed="neither")],
         "epochs": [Interval(int, 1)],
         "batch_size": [Interval(int, 1)],
@@ -78,7 +96,7 @@ class DenseHead(Head):
         "seed": [Interval(int, 0)],
     }
 
-    def __init__(self, *, units: int = 256, dropout: float = 0.5, input_dropout: float = 0.5,
+    def __init__(self, *, units: int = 256, dropout: float = 0.5, input_dropout: float = 0.5, networks: int = 3,
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 64,
                  patience: int = 10, holdout: float = 0.2, refit: bool = True,
                  column_groups: dict | None = None, columns: str | None = None,
@@ -86,6 +104,7 @@ class DenseHead(Head):
         self.units = units
         self.dropout = dropout
         self.input_dropout = input_dropout
+        self.networks = networks
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
@@ -112,35 +131,49 @@ class DenseHead(Head):
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.feature_shape_ = tuple(X.shape[1:])
         check_columns(self, int(np.prod(self.feature_shape_)))
-        fit_rows, stop_rows = holdout_split(y_index, groups, self.holdout, self.seed)
-        statistics = _statistics(X, fit_rows)
-        candidates = (self.search_space or {}).get("columns") or [self.columns]
-        if not len(stop_rows):
-            candidates = candidates[:1]
-        self.holdout_scores_, best = {}, None
-        for columns in candidates:  # the same holdout, seed and epochs for each
-            model, history, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns)
-            self.holdout_scores_[str(columns)] = score
-            if best is None or (score["accuracy"], -score["loss"]) > (best[3]["accuracy"], -best[3]["loss"]):
-                best = (columns, model, history, score)
-        self.columns_, self.model_, history, score = best
-        watched = "val_loss" if len(stop_rows) else "loss"
-        self.cv_score_ = score["accuracy"] if len(stop_rows) else None
-        self.epochs_ = int(np.argmin(history.history[watched])) + 1
-        self.refitted_ = bool(self.refit and len(stop_rows))
-        if self.refitted_:  # the same recipe on every row, for the epochs early stopping chose
-            return self._train_on_every_row(X, y_index, self.epochs_)
-        self.rows_seen_ = int(len(fit_rows))
+        first = self._fit_network(X, y_index, groups, self.seed,
+                                  (self.search_space or {}).get("columns") or [self.columns])
+        networks = [first] + [self._fit_network(X, y_index, groups, self.seed + index, [first.columns])
+                              for index in range(1, self.networks)]
+        self.columns_, self.holdout_scores_ = first.columns, first.holdout_scores
+        self.epochs_ = [network.epochs for network in networks]
+        self.refitted_ = first.refitted
+        self.cv_score_ = None if first.cv_score is None else float(np.mean([n.cv_score for n in networks]))
+        self.rows_seen_ = len(set().union(*(network.rows for network in networks)))
+        self.model_ = averaged([network.model for network in networks])
         return self
 
-    def _early_stopped(self, X, y_index, fit_rows, stop_rows, statistics, columns):
+    def _fit_network(self, X, y_index: np.ndarray, groups, seed: int, candidates: list) -> "_Network":
+        """One network seeded with ``seed`` (its holdout, weights and batch order), early-stopped on
+        its holdout once per ``candidates`` columns, the best kept; with ``refit``, a fresh one
+        trained on every row for as many epochs."""
+        fit_rows, stop_rows = holdout_split(y_index, groups, self.holdout, seed)
+        statistics = _statistics(X, fit_rows)
+        if not len(stop_rows):
+            candidates = candidates[:1]
+        scores, best = {}, None
+        for columns in candidates:  # the same holdout, seed and epochs for each
+            model, history, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns, seed)
+            scores[str(columns)] = score
+            if best is None or (score["accuracy"], -score["loss"]) > (best[3]["accuracy"], -best[3]["loss"]):
+                best = (columns, model, history, score)
+        columns, model, history, score = best
+        watched = "val_loss" if len(stop_rows) else "loss"
+        epochs = int(np.argmin(history.history[watched])) + 1
+        refitted = bool(self.refit and len(stop_rows))
+        rows = set(fit_rows.tolist())
+        if refitted:  # the same recipe on every row, for the epochs early stopping chose
+            model, rows = self._train_on_every_row(X, y_index, epochs, columns, seed)
+        return _Network(model, columns, epochs, refitted, score["accuracy"] if len(stop_rows) else None, scores, rows)
+
+    def _early_stopped(self, X, y_index, fit_rows, stop_rows, statistics, columns, seed: int):
         """(network, history, its holdout accuracy and loss) early-stopped on ``stop_rows`` (on the
         training loss when there are none), with input ``columns``."""
-        keras.utils.set_random_seed(self.seed)
+        keras.utils.set_random_seed(seed)
         model = self._build(statistics, len(self.classes_), columns)
         watched = "val_loss" if len(stop_rows) else "loss"
         history = model.fit(
-            RowBatches(X, y_index, fit_rows, self.batch_size, self.seed),
+            RowBatches(X, y_index, fit_rows, self.batch_size, seed),
             validation_data=RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
             epochs=self.epochs, verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(monitor=watched, patience=self.patience,
@@ -151,19 +184,18 @@ class DenseHead(Head):
             score["accuracy"] = float((proba.argmax(axis=1) == y_index[stop_rows]).mean())
         return model, history, score
 
-    def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int) -> "DenseHead":
-        """A fresh network (seeded as ``fit``'s first), trained on every row for ``epochs``."""
+    def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int, columns, seed: int) -> tuple[keras.Model, set]:
+        """A fresh network seeded with ``seed``, trained on every row for ``epochs``; the rows it drew."""
         every = np.arange(len(y_index))
-        keras.utils.set_random_seed(self.seed)
-        self.model_ = self._build(_statistics(X, every), len(self.classes_), self.columns_)
-        batches = RowBatches(X, y_index, every, self.batch_size, self.seed)
-        self.model_.fit(batches, epochs=epochs, verbose=0)
-        self.rows_seen_ = len(batches.served)
-        return self
+        keras.utils.set_random_seed(seed)
+        model = self._build(_statistics(X, every), len(self.classes_), columns)
+        batches = RowBatches(X, y_index, every, self.batch_size, seed)
+        model.fit(batches, epochs=epochs, verbose=0)
+        return model, batches.served
 
     def fit_like(self, X, y, groups=None) -> "DenseHead":
-        """A new head with this fitted head's parameters, trained on every row of ``X``, ``y`` for
-        the epochs this one chose, with no early stopping (what the ensemble's
+        """A new head with this fitted head's parameters, its networks trained on every row of ``X``,
+        ``y`` for the epochs this one's chose, with no early stopping (what the ensemble's
         cross-validation refits in each fold)."""
         self._check_fitted()
         head = type(self)(**{**self.get_params(), "columns": self.columns_, "search_space": None})
@@ -171,8 +203,12 @@ class DenseHead(Head):
         X, y = check_training_data(X, y)
         head.classes_, y_index = np.unique(y, return_inverse=True)
         head.feature_shape_ = tuple(X.shape[1:])
-        head.epochs_, head.refitted_, head.columns_ = self.epochs_, True, self.columns_
-        return head._train_on_every_row(X, y_index, self.epochs_)
+        head.epochs_, head.refitted_, head.columns_ = list(self.epochs_), True, self.columns_
+        trained = [head._train_on_every_row(X, y_index, epochs, self.columns_, self.seed + index)
+                   for index, epochs in enumerate(self.epochs_)]
+        head.model_ = averaged([model for model, _ in trained])
+        head.rows_seen_ = len(set().union(*(rows for _, rows in trained)))
+        return head
 
     def _build(self, statistics: tuple[np.ndarray, ...], n_classes: int, columns: str | None) -> keras.Model:
         """The network on ``columns`` of the flattened input, scaled by the training ``statistics``
@@ -214,11 +250,22 @@ class DenseHead(Head):
     def load(cls, folder: Path) -> "DenseHead":
         folder = Path(folder)
         head, state = cls._read_state(folder / STATE_FILE)
-        head.epochs_ = state["epochs"]
+        epochs = state["epochs"]  # one number, written before heads had several networks
+        head.epochs_ = epochs if isinstance(epochs, list) else [epochs]
+        head.networks = len(head.epochs_)
         head.refitted_, head.rows_seen_ = state.get("refitted", False), state.get("rows_seen")
         head.columns_, head.cv_score_ = state.get("columns"), state.get("cv_score")
         head.model_ = keras.saving.load_model(folder / MODEL_FILE)
         return head
+
+
+def averaged(networks: list[keras.Model]) -> keras.Model:
+    """One model whose probabilities are the mean of ``networks``' (the network itself when alone)."""
+    if len(networks) == 1:
+        return networks[0]
+    rows = keras.Input(shape=networks[0].input_shape[1:])
+    return keras.Model(rows, keras.layers.Average(name="averaged")([network(rows) for network in networks]),
+                       name="dense_networks")
 
 
 def column_model(ranges: list[tuple[int, int]], n_features: int) -> list[keras.Model]:

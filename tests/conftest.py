@@ -111,9 +111,9 @@ def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:
 
 
 # `compare` takes no head parameters, so where a test runs it in this process and its point is not
-# the dense head's training length, the dense head's defaults are shortened instead (it still
+# the dense head's training, the dense head's defaults are shortened to one network instead (it still
 # early-stops on its grouped holdout and refits on every row; the ensemble still refits it per fold).
-QUICK_DENSE = {"epochs": 6, "patience": 2}
+QUICK_DENSE = {"epochs": 6, "patience": 2, "networks": 1}
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,15 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     searched = cli("head", "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
     assert searched.exit_code == 0, searched.output
     assert "fitted: searched C=" in searched.output and " by log loss (grouped CV accuracy " in searched.output
+
+
+def test_head_says_how_the_dense_networks_were_trained(cli, flat_folder):
+    fitted(cli, flat_folder)
+    result = cli("head", "--head", "dense", "--param", "networks=2", "--param", "epochs=3",
+                 "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"fitted: 2 networks averaged, trained \d and \d epochs? \(early stopping on a grouped "
+                     r"holdout\); then refitted on all \d+ training rows", result.output), result.output
 
 
 def test_compare_ranks_every_head(compared):

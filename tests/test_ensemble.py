@@ -5,7 +5,7 @@ import pytest
 
 from heads import EnsembleHead, HeadError, LogRegHead, SVMHead, create_head
 
-FAST_MEMBERS = {"dense": {"epochs": 4, "patience": 1}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
+FAST_MEMBERS = {"dense": {"epochs": 4, "patience": 1, "networks": 1}, "logreg": {"n_jobs": 1}, "svm": {"n_jobs": 1}}
 
 
 def overlapping(n_per_class=40, n_classes=3, seed=0):

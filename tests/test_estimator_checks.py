@@ -10,7 +10,7 @@ from heads import DenseHead, EnsembleHead, LogRegHead, SVMHead
 ONE_JOB = {"n_jobs": 1}
 ESTIMATORS = [LogRegHead(**ONE_JOB), SVMHead(**ONE_JOB),
               EnsembleHead(members="logreg,svm", member_params={"logreg": ONE_JOB, "svm": ONE_JOB}),
-              DenseHead(units=32, learning_rate=0.05, epochs=4, batch_size=512, patience=1, refit=False),
+              DenseHead(units=32, learning_rate=0.05, epochs=4, batch_size=512, patience=1, refit=False, networks=2),
               VGG16Features(image_size=32, weights="none", precision="fp32")]
 
 

@@ -174,16 +174,37 @@ def test_dense_refit_trains_a_fresh_network_on_every_training_row():
     """Early stopping picks the epochs on a grouped holdout; the kept network then trains on all rows."""
     X, y = blobs(n_per_class=30, n_features=16)
     groups = np.arange(len(y)) // 2
-    held = DenseHead(epochs=6, patience=2, refit=False).fit(X, y, groups=groups)
+    held = DenseHead(epochs=6, patience=2, refit=False, networks=1).fit(X, y, groups=groups)
     fit_rows, stop_rows = holdout_split(np.unique(y, return_inverse=True)[1], groups, held.holdout, held.seed)
     assert not held.refitted_ and held.rows_seen_ == len(fit_rows) < len(y)  # the holdout never trained
-    refitted = DenseHead(epochs=6, patience=2).fit(X, y, groups=groups)
+    refitted = DenseHead(epochs=6, patience=2, networks=1).fit(X, y, groups=groups)
     assert refitted.refitted_ and refitted.epochs_ == held.epochs_
     assert refitted.rows_seen_ == len(y)  # every training row, counted as the Keras fit drew them
     # its input scaling comes from every row, not from the rows left after the holdout
     centre = np.asarray(refitted.model_.layers[1].mean).ravel()
     np.testing.assert_allclose(centre, (X.min(axis=0) + X.max(axis=0)) / 2, rtol=1e-5, atol=1e-5)
     assert (refitted.predict(X) == y).mean() > 0.9
+
+
+def test_dense_networks_train_apart_and_their_probabilities_are_averaged(tmp_path):
+    """Three networks, each seeded apart with epochs of its own; the saved model, in plain Keras,
+    gives their mean probabilities, and each is the network a one-network head of its seed keeps."""
+    import keras
+    X, y = blobs(n_per_class=30, n_features=16)
+    groups = np.arange(len(y)) // 2
+    head = DenseHead(networks=3, epochs=8, patience=2).fit(X, y, groups=groups)
+    networks = [layer for layer in head.model_.layers if isinstance(layer, keras.Sequential)]
+    each = np.stack([np.asarray(network(X, training=False)) for network in networks])
+    assert len(each) == len(head.epochs_) == 3
+    assert min(np.abs(each[0] - other).max() for other in each[1:]) > 1e-3  # not one network thrice
+    np.testing.assert_allclose(each.mean(axis=0), head.predict_proba(X), atol=1e-6)
+    alone = DenseHead(networks=1, epochs=8, patience=2, seed=2).fit(X, y, groups=groups)
+    assert alone.epochs_ == head.epochs_[2:]
+    np.testing.assert_allclose(alone.predict_proba(X), each[2], atol=1e-5)
+    head.save(tmp_path / "dense")
+    plain = keras.saving.load_model(tmp_path / "dense" / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(plain.predict(X, verbose=0), head.predict_proba(X), atol=1e-6)
+    assert DenseHead.load(tmp_path / "dense").networks == 3
 
 
 def test_sqrt_l2_normalisation_is_a_searched_step():

@@ -81,7 +81,7 @@ def small_problem(classes: int = 3, per_class: int = 30, width: int = 16, seed: 
     return (centres[y] + rng.normal(0, 1, (len(y), width))).astype(np.float32), y
 
 
-FAST_PARAMS = {"dense": {"epochs": 10, "patience": 2}, "logreg": {}, "svm": {}, "ensemble": {"members": "logreg,svm"}}
+FAST_PARAMS = {"dense": {"epochs": 10, "patience": 2, "networks": 1}, "logreg": {}, "svm": {}, "ensemble": {"members": "logreg,svm"}}
 
 
 @pytest.mark.parametrize("name", ["dense", "logreg", "svm", "ensemble"])
