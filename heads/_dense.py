@@ -57,8 +57,9 @@ class DenseHead(Head):
     (built-in cropping layers, so the saved model still takes whole rows). A ``search_space``
     holding ``columns`` early-stops the first network once per candidate on its holdout and keeps
     the one with the best holdout accuracy (ties: lower loss): ``columns_``, which the other
-    networks take. ``cv_score_`` is the networks' mean holdout accuracy (None without a holdout). Signed square root normalisation
-    is not offered here: no built-in Keras layer computes it, and the model must export as one.
+    networks take. ``cv_score_`` is the networks' mean holdout accuracy (None without a holdout).
+    Signed square root normalisation is not offered here: no built-in Keras layer computes it, and
+    the model must export as one.
 
     Parameters
     ----------
