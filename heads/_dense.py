@@ -140,9 +140,13 @@ class DenseHead(Head):
         self.epochs_ = [network.epochs for network in networks]
         self.refitted_ = first.refitted
         self.cv_score_ = None if first.cv_score is None else float(np.mean([n.cv_score for n in networks]))
-        self.rows_seen_ = len(set().union(*(network.rows for network in networks)))
-        self.model_ = averaged([network.model for network in networks])
+        self._keep([network.model for network in networks], [network.rows for network in networks])
         return self
+
+    def _keep(self, models: list[keras.Model], rows: list[set]) -> None:
+        """Keep ``models`` as one averaged model; ``rows``: the training rows each was trained on."""
+        self.model_ = averaged(models)
+        self.rows_seen_ = len(set().union(*rows))
 
     def _fit_network(self, X, y_index: np.ndarray, groups, seed: int, candidates: list) -> "_Network":
         """One network seeded with ``seed`` (its holdout, weights and batch order), early-stopped on
@@ -207,8 +211,7 @@ class DenseHead(Head):
         head.epochs_, head.refitted_, head.columns_ = list(self.epochs_), True, self.columns_
         trained = [head._train_on_every_row(X, y_index, epochs, self.columns_, self.seed + index)
                    for index, epochs in enumerate(self.epochs_)]
-        head.model_ = averaged([model for model, _ in trained])
-        head.rows_seen_ = len(set().union(*(rows for _, rows in trained)))
+        head._keep([model for model, _ in trained], [rows for _, rows in trained])
         return head
 
     def _build(self, statistics: tuple[np.ndarray, ...], n_classes: int, columns: str | None) -> keras.Model:

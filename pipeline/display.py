@@ -37,13 +37,11 @@ def describe_fit(details: dict) -> str:
         parts.append(f"top {epochs(details['top_epochs'])}, then block 5 fine-tuned {epochs(details['epochs'])}"
                      f"{' (the top alone did best on the holdout)' if details['epochs'] == 0 else ''}"
                      f" in {details['precision']}")
-    elif isinstance(details.get("epochs"), list) and len(details["epochs"]) > 1:  # the dense head's networks
-        counts = details["epochs"]
-        parts.append(f"{len(counts)} networks averaged, trained {', '.join(map(str, counts[:-1]))} and "
-                     f"{epochs(counts[-1])} (early stopping on a grouped holdout)")
-    elif "epochs" in details:
-        count = details["epochs"]
-        parts.append(f"{epochs(count[0] if isinstance(count, list) else count)} (early stopping on a grouped holdout)")
+    elif "epochs" in details:  # the dense head: one count a network (a bare count in older heads)
+        counts = details["epochs"] if isinstance(details["epochs"], list) else [details["epochs"]]
+        trained = epochs(counts[0]) if len(counts) == 1 else (
+            f"{len(counts)} networks averaged, trained {', '.join(map(str, counts[:-1]))} and {epochs(counts[-1])}")
+        parts.append(f"{trained} (early stopping on a grouped holdout)")
     if "rows_seen" in details:
         refitted = "then refitted on all" if details.get("refitted") else "trained on"
         parts.append(f"{refitted} {details['rows_seen']} training rows")
