@@ -7,15 +7,16 @@ For each data set (default: the three shared sets), builds (or reuses) a `--pool
 with `bench/accuracy.py`'s `build_store` (real weights, 224 px), pools training and validation
 images, and splits them into 5 folds grouped by source image (``--cv R`` repeats with new folds;
 ``--per-class N`` draws N images a class from each fold's training part, 0: every image). In every
-fold each configuration is fitted as one network once per seed on block 5's columns (what
-`compare` gives the dense head) and predicts the held-out images. A network's accuracy moves by a
-point or two with its seed alone on a few hundred photos, so each configuration's figure is the mean
-over seeds; its row ``..., N networks`` scores the seeds' probabilities averaged, which is what
-``DenseHead(networks=N)`` (seeds 0..N-1) predicts. Differences to the first row come per image with
-their standard error.
+fold each configuration is fitted as one network once per seed on block 5's columns (what `compare`
+gives the dense head) unless it names others, and predicts the held-out images. A network's accuracy
+moves by a point or two with its seed alone on a few hundred photos, so each configuration's figure
+is the mean over seeds; its row ``..., N networks`` scores the seeds' probabilities averaged, which
+is what ``DenseHead(networks=N)`` (seeds 0..N-1) predicts. Differences to the first row come per
+image with their standard error.
 
 Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
-default); by default the latter alone, one network against ``--seeds`` of them averaged.
+default), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
+SVM may choose); by default ``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -36,9 +37,12 @@ from normalization import DATASETS, draws, paired_difference, pooled, split_with
 
 from features import FeatureStore  # noqa: E402
 from heads import DenseHead  # noqa: E402
-from pipeline.runs import BLOCK5  # noqa: E402
+from pipeline.runs import BLOCK5, COLUMN_CHOICES  # noqa: E402
 
-CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"input_dropout": 0.5}}
+BLOCK45 = COLUMN_CHOICES[1]
+
+CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"input_dropout": 0.5},
+           "blocks 4+5": {"columns": BLOCK45}}
 
 
 def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
@@ -56,8 +60,8 @@ def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndar
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
             for name in configs:
                 started = time.perf_counter()
-                heads = [DenseHead(column_groups=store.column_groups, columns=BLOCK5, seed=seed, networks=1,
-                                   **CONFIGS[name]).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
+                heads = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
+                                      "networks": 1, **CONFIGS[name]}).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
                          for seed in range(seeds)]
                 elapsed = time.perf_counter() - started
                 seconds[name] += elapsed / seeds
