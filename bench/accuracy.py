@@ -186,24 +186,30 @@ def build_store(data: Path, store: str, args) -> dict:
 
 
 def fit_recipe(store, seed: int = 0) -> dict:
-    """The Keras blog's top model on the flattened maps, trained on every training row for its
-    50 epochs (no early stopping) from ``seed``, scored on validation; the metrics `compare` reports."""
-    import keras
-
+    """The recipe trained on every training row from ``seed``, scored on validation; the metrics
+    `compare` reports."""
     from pipeline.metrics import classification_metrics
 
     train, validation = store.split_arrays("train"), store.split_arrays("validation")
-    classes = len(store.class_names)
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input(train["features"].shape[1:]), keras.layers.Flatten(),
-                              keras.layers.Dense(256, activation="relu"), keras.layers.Dropout(0.5),
-                              keras.layers.Dense(classes, activation="softmax")])
-    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
     started = time.perf_counter()
-    model.fit(train["features"], train["labels"], epochs=50, batch_size=16, verbose=0)
+    model = train_recipe(train["features"], train["labels"], len(store.class_names), seed)
     seconds = time.perf_counter() - started
     proba = model.predict(validation["features"], verbose=0).astype(np.float64)
     return {**classification_metrics(validation["labels"], proba, store.class_names), "fit_seconds": seconds}
+
+
+def train_recipe(features: np.ndarray, labels: np.ndarray, classes: int, seed: int):
+    """The Keras blog's top model on the flattened maps (``labels``: class indices), trained for its
+    50 epochs (no early stopping) from ``seed``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(features.shape[1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(256, activation="relu"), keras.layers.Dropout(0.5),
+                              keras.layers.Dense(classes, activation="softmax")])
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+    model.fit(features, labels, epochs=50, batch_size=16, verbose=0)
+    return model
 
 
 def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str) -> list[dict]:

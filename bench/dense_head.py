@@ -1,4 +1,4 @@
-"""The dense head's networks and input dropout, by paired cross-validation, over several seeds.
+"""The dense head beside the recipe and its own variants, by paired cross-validation over seeds.
 
 Run: .venv/bin/python bench/dense_head.py [--data DIR ...] [--per-class 0 20 60] [--cv 1] [--seeds 3]
 [--configs NAME ...]
@@ -16,7 +16,9 @@ image with their standard error.
 
 Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
 default), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
-SVM may choose); by default ``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
+SVM may choose), ``recipe`` (the Keras blog's top model, trained on the same rows' flattened
+block5_pool maps from a ``--pooling none`` store, one row: a run's figure averaged over seeds); by
+default ``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -32,7 +34,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import ROOT, WEIGHTS, build_store  # noqa: E402  (bench/ is not a package)
+from accuracy import ROOT, WEIGHTS, build_store, train_recipe  # noqa: E402  (bench/ is not a package)
 from normalization import DATASETS, draws, paired_difference, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
@@ -43,16 +45,19 @@ BLOCK45 = COLUMN_CHOICES[1]
 
 CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"input_dropout": 0.5},
            "blocks 4+5": {"columns": BLOCK45}}
+RECIPE = "recipe"  # not a DenseHead: the Keras blog's top model on the flattened block5_pool maps
 
 
-def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndarray, maps: np.ndarray | None,
               repeats: int, per_class: int, seeds: int, configs: list[str]) -> dict:
     """Row name -> (each held-out image's accuracy, its mean true-class log loss, fit seconds), over
     ``repeats`` grouped 5-fold splits (the same folds for each): per configuration, one network's
-    averaged over ``seeds``, and the ``seeds`` networks' probabilities averaged."""
-    rows = [row for name in configs for row in (name, f"{name}, {seeds} networks")]
+    averaged over ``seeds``, and the ``seeds`` networks' probabilities averaged (the recipe, trained
+    on ``maps``, the rows of ``X`` as block5_pool maps: one run's, averaged over ``seeds``)."""
+    rows = [row for name in configs for row in ((name,) if name == RECIPE else (name, f"{name}, {seeds} networks"))]
     right, losses = {row: [] for row in rows}, {row: [] for row in rows}
     seconds = dict.fromkeys(rows, 0.0)
+    classes, y_index = np.unique(y, return_inverse=True)
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
@@ -60,19 +65,34 @@ def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndar
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
             for name in configs:
                 started = time.perf_counter()
-                heads = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
-                                      "networks": 1, **CONFIGS[name]}).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
-                         for seed in range(seeds)]
+                if name == RECIPE:
+                    probas = [train_recipe(maps[fit_rows], y_index[fit_rows], len(classes), seed).predict(
+                        maps[test_rows], verbose=0).astype(np.float64) for seed in range(seeds)]
+                else:
+                    probas = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
+                                           "networks": 1, **CONFIGS[name]}).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
+                              .predict_proba(X[test_rows]) for seed in range(seeds)]
                 elapsed = time.perf_counter() - started
                 seconds[name] += elapsed / seeds
-                seconds[f"{name}, {seeds} networks"] += elapsed
-                probas = [head.predict_proba(X[test_rows]) for head in heads]
-                truth = np.searchsorted(heads[0].classes_, y[test_rows])
-                for row, chances in ((name, probas), (f"{name}, {seeds} networks", [np.mean(probas, axis=0)])):
-                    right[row].append(np.mean([p.argmax(axis=1) == truth for p in chances], axis=0))
+                chances = {name: probas}
+                if name != RECIPE:
+                    seconds[f"{name}, {seeds} networks"] += elapsed
+                    chances[f"{name}, {seeds} networks"] = [np.mean(probas, axis=0)]
+                truth = y_index[test_rows]
+                for row, row_probas in chances.items():
+                    right[row].append(np.mean([p.argmax(axis=1) == truth for p in row_probas], axis=0))
                     losses[row].append(np.mean([-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-15, 1))
-                                                for p in chances], axis=0))
+                                                for p in row_probas], axis=0))
     return {row: (np.concatenate(right[row]), float(np.concatenate(losses[row]).mean()), seconds[row]) for row in rows}
+
+
+def aligned_maps(data: Path, args, sources: np.ndarray) -> np.ndarray:
+    """The block5_pool maps (the recipe's float16 ``--pooling none`` store) of the images
+    ``sources`` name, in that order."""
+    store = FeatureStore(args.cache / build_store(data, "maps", args)["key"])
+    splits = [store.split_arrays(split, passes=False) for split in ("train", "validation")]
+    row = {source: index for index, source in enumerate(np.concatenate([split["sources"] for split in splits]))}
+    return np.concatenate([split["features"] for split in splits])[[row[source] for source in sources]]
 
 
 def main(argv=None) -> None:
@@ -84,15 +104,18 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=1, metavar="R", help="repeats of the 5-fold split (default 1)")
     parser.add_argument("--seeds", type=int, default=3, help="networks a configuration, seeds 0..N-1 (default 3)")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["input_dropout 0.5"],
+    parser.add_argument("--configs", nargs="+", choices=[RECIPE, *CONFIGS], default=["input_dropout 0.5"],
                         help="configurations (default: input_dropout 0.5, the dense head's)")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
-        X, y, groups = pooled(*(split_with_groups(store, split, passes=False) for split in ("train", "validation")))
+        splits = [split_with_groups(store, split, passes=False) for split in ("train", "validation")]
+        X, y, groups = pooled(*splits)
+        sources = np.concatenate([split["sources"] for split in splits])
+        maps = aligned_maps(data, args, sources) if RECIPE in args.configs else None
         for per_class in args.per_class:
-            scores = paired_cv(store, X, y, groups, args.cv, per_class, args.seeds, args.configs)
+            scores = paired_cv(store, X, y, groups, maps, args.cv, per_class, args.seeds, args.configs)
             first = next(iter(scores.values()))[0]
             for name, (right, log_loss, seconds) in scores.items():
                 print(f"{data.name} | {per_class or 'all'} | {name} | {right.mean():.3f} | "
