@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -215,14 +216,26 @@ def save_head(head: Head, folder: Path) -> None:
         raise PipelineError(f"Could not save the head to {folder}: {error.strerror or error}. {RUNS_FIX}") from None
 
 
+def fit_command(runs: Path, store: FeatureStore, head_name: str) -> tuple[str, str]:
+    """The make and CLI commands that fit ``head_name`` on ``store`` into ``runs``, naming the cache
+    and runs folders where they are not the defaults."""
+    folders = {name: str(folder) for name, folder in (("cache", store.folder.parent), ("runs", runs))
+               if Path(folder).resolve() != Path(name).resolve()}
+    make = " ".join([f"make head HEAD={head_name} STORE={store.key}",
+                     *(f"{name.upper()}={shlex.quote(folder)}" for name, folder in folders.items())])
+    cli = " ".join([f"bottleneck-heads head --head {head_name} --store {store.key}",
+                    *(f"--{name} {shlex.quote(folder)}" for name, folder in folders.items())])
+    return make, cli
+
+
 def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     """The head saved for this store, after its files' sha256 and store key are checked."""
     head_class(head_name)
     folder = run_folder(runs, store, head_name)
     if not (folder / RUN_FILE).is_file():
+        make, cli = fit_command(runs, store, head_name)
         raise PipelineError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
-                            f"Fit it first with `make head HEAD={head_name}` (or `bottleneck-heads head "
-                            f"--head {head_name}`).")
+                            f"Fit it first with `{make}` (or `{cli}`).")
     info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
         raise PipelineError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "

@@ -155,8 +155,10 @@ def test_bad_head_requests(cli, flat_folder):
     assert forest.exit_code == 2 and "'forest' is not one of 'dense', 'logreg', 'svm'" in forest.output
     one_line_error(cli("head", "--head", "svm", "--param", "depth=3", *common), "Unknown parameter 'depth'")
     one_line_error(cli("compare", "--heads", "svm,nope", *common), "Unknown head 'nope'")
+    key = (cli.cache / "LATEST").read_text().strip()
     one_line_error(cli("predict", flat_folder, "--head", "dense", *common), "No fitted 'dense' head",
-                   "make head HEAD=dense")
+                   f"make head HEAD=dense STORE={key} CACHE={cli.cache} RUNS={cli.runs}",
+                   f"bottleneck-heads head --head dense --store {key} --cache {cli.cache} --runs {cli.runs}")
 
 
 def test_head_from_another_store_is_refused(cli, flat_folder):
