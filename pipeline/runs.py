@@ -26,6 +26,7 @@ from features.lock import FolderLock, lock_path
 from features.store import TEMPORARY_MARK, atomic_write_bytes
 from features.spec import Pooling
 from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
+from pipeline.config import CACHE_DIR, RUNS_DIR
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
 from pipeline.replace import replace_folder
@@ -219,8 +220,9 @@ def save_head(head: Head, folder: Path) -> None:
 def fit_command(runs: Path, store: FeatureStore, head_name: str) -> tuple[str, str]:
     """The make and CLI commands that fit ``head_name`` on ``store`` into ``runs``, naming the cache
     and runs folders where they are not the defaults."""
-    folders = {name: str(folder) for name, folder in (("cache", store.folder.parent), ("runs", runs))
-               if Path(folder).resolve() != Path(name).resolve()}
+    given = {"cache": (store.folder.parent, CACHE_DIR), "runs": (runs, RUNS_DIR)}
+    folders = {name: str(folder) for name, (folder, default) in given.items()
+               if Path(folder).resolve() != default.resolve()}
     make = " ".join([f"make head HEAD={head_name} STORE={store.key}",
                      *(f"{name.upper()}={shlex.quote(folder)}" for name, folder in folders.items())])
     cli = " ".join([f"bottleneck-heads head --head {head_name} --store {store.key}",
