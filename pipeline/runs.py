@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from features.lock import FolderLock, lock_path
 from features.store import TEMPORARY_MARK, atomic_write_bytes
 from features.spec import Pooling
 from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
-from pipeline.config import CACHE_DIR, RUNS_DIR
+from pipeline.config import command_forms
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, expand_proba
 from pipeline.replace import replace_folder
@@ -220,14 +219,9 @@ def save_head(head: Head, folder: Path) -> None:
 def fit_command(runs: Path, store: FeatureStore, head_name: str) -> tuple[str, str]:
     """The make and CLI commands that fit ``head_name`` on ``store`` into ``runs``, naming the cache
     and runs folders where they are not the defaults."""
-    given = {"cache": (store.folder.parent, CACHE_DIR), "runs": (runs, RUNS_DIR)}
-    folders = {name: str(folder) for name, (folder, default) in given.items()
-               if Path(folder).resolve() != default.resolve()}
-    make = " ".join([f"make head HEAD={head_name} STORE={store.key}",
-                     *(f"{name.upper()}={shlex.quote(folder)}" for name, folder in folders.items())])
-    cli = " ".join([f"bottleneck-heads head --head {head_name} --store {store.key}",
-                    *(f"--{name} {shlex.quote(folder)}" for name, folder in folders.items())])
-    return make, cli
+    return command_forms(f"make head HEAD={head_name} STORE={store.key}",
+                         f"bottleneck-heads head --head {head_name} --store {store.key}",
+                         cache=store.folder.parent, runs=runs)
 
 
 def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
@@ -240,8 +234,9 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
                             f"Fit it first with `{make}` (or `{cli}`).")
     info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
+        make, cli = fit_command(runs, store, head_name)
         raise PipelineError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
-                            f"not on {store.key}. Fit it again on this store with `head`.")
+                            f"not on {store.key}. Fit it again on this store with `{make}` (or `{cli}`).")
     actual = hash_folder(folder / MODEL_DIR)
     if actual != info["model_sha256"]:
         changed = sorted(set(actual.items()) ^ set(info["model_sha256"].items()))

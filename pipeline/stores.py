@@ -18,6 +18,7 @@ from features.manifest import new_manifest, read_manifest, store_key
 from features.store import atomic_write_bytes
 from features.verify import verify_store
 from features.weights import Weights, file_sha256, resolve_weights
+from pipeline.config import command_forms
 from pipeline.errors import PipelineError
 from pipeline.progress import progress
 
@@ -173,9 +174,9 @@ def _mark_latest(cache: Path, key: str) -> None:
 def store_folder(cache: Path, store: str) -> Path:
     """The folder of a store named by key, by folder path, or ``latest`` (the last `features` run)."""
     if store == "latest" and not (cache / LATEST_FILE).is_file():
-        raise PipelineError(f"No feature store in {cache} yet. Make one from your photos with "
-                            "`make features DATA=path/to/photos` (or `bottleneck-heads features "
-                            "--data path/to/photos`).")
+        make, cli = command_forms("make features DATA=path/to/photos",
+                                  "bottleneck-heads features --data path/to/photos", cache=cache)
+        raise PipelineError(f"No feature store in {cache} yet. Make one from your photos with `{make}` (or `{cli}`).")
     return store_path(store, cache)
 
 

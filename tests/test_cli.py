@@ -149,7 +149,9 @@ def test_bad_weights_path(cli, flat_folder, tmp_path):
 
 def test_bad_head_requests(cli, flat_folder):
     common = ("--cache", cli.cache, "--runs", cli.runs)
-    one_line_error(cli("head", "--head", "logreg", *common), "No feature store", "features")
+    one_line_error(cli("head", "--head", "logreg", *common), "No feature store",
+                   f"make features DATA=path/to/photos CACHE={cli.cache}",
+                   f"bottleneck-heads features --data path/to/photos --cache {cli.cache}")
     fitted(cli, flat_folder)
     forest = cli("head", "--head", "forest", *common)  # a choice: click's usage error
     assert forest.exit_code == 2 and "'forest' is not one of 'dense', 'logreg', 'svm'" in forest.output
@@ -169,7 +171,7 @@ def test_head_from_another_store_is_refused(cli, flat_folder):
     assert new_key != old_run.parent.name
     shutil.copytree(old_run, cli.runs / new_key / "logreg")
     one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
-                   old_run.parent.name, new_key)
+                   old_run.parent.name, f"make head HEAD=logreg STORE={new_key} CACHE={cli.cache} RUNS={cli.runs}")
 
 
 def test_tampered_head_is_refused(cli, flat_folder):
