@@ -3,8 +3,8 @@
 Run: make accuracy  (or .venv/bin/python bench/accuracy.py --help)
 
 For each data set (default: ../shared/data/cats_and_dogs_filtered and ../shared/data/monkeys_10),
-builds the feature stores an option needs with the `features` command (real weights, 224 px,
-one fixed --precision so that stores differ only in the option; the wall time of the command
+builds the feature stores an option needs with the `features` command (real weights, 224 px or
+``--image-size``, one fixed --precision so that stores differ only in the option; the wall time of the command
 that computed a store is kept in <cache>/accuracy-timings.json and reused when the store
 already exists), then fits the heads each option asks for on its store (`pipeline.runs.fit_run`,
 the same code `compare` runs: searches on training rows only, scored once on validation) and
@@ -164,8 +164,9 @@ def subset_folder(data: Path, per_class: int, cache: Path, seed: int = 0) -> Pat
 
 def build_store(data: Path, store: str, args) -> dict:
     """Run `features` for ``store``'s options; return key, extraction seconds and store MB."""
+    size = [] if "--image-size" in STORES[store] else ["--image-size", str(args.image_size)]
     command = [sys.executable, "-m", "pipeline", "features", "--data", str(data), "--weights", str(args.weights),
-               "--precision", args.precision, "--cache", str(args.cache), *STORES[store]]
+               "--precision", args.precision, "--cache", str(args.cache), *size, *STORES[store]]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -245,7 +246,7 @@ def fit_option(store_info: dict, option: str, heads: dict, args, data_name: str)
 
 def markdown(rows: list[dict], args) -> str:
     lines = [f"# Accuracy ablation ({datetime.date.today()})", "",
-             f"`{' '.join(sys.argv)}`; real weights, 224 px (320 for quality max), `--precision {args.precision}`. Extraction "
+             f"`{' '.join(sys.argv)}`; real weights, {args.image_size} px (320 for quality max), `--precision {args.precision}`. Extraction "
              "seconds are the wall time of the `features` command that built the store (CPU shared with "
              "other work); fit seconds include the search (and an ensemble's members).", ""]
     for data in dict.fromkeys(r["data"] for r in rows):
@@ -294,6 +295,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, nargs="+", default=DATASETS)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--precision", default="bf16", help="one precision for every store (default bf16)")
+    parser.add_argument("--image-size", type=int, default=224, help="every store's but quality max's (default 224)")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o not in NOT_BY_DEFAULT],
