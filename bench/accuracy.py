@@ -4,9 +4,9 @@ Run: make accuracy  (or .venv/bin/python bench/accuracy.py --help)
 
 For each data set (default: ../shared/data/cats_and_dogs_filtered and ../shared/data/monkeys_10),
 builds the feature stores an option needs with the `features` command (real weights, 224 px or
-``--image-size``, one fixed --precision so that stores differ only in the option; the wall time of the command
-that computed a store is kept in <cache>/accuracy-timings.json and reused when the store
-already exists), then fits the heads each option asks for on its store (`pipeline.runs.fit_run`,
+``--image-size``, one fixed --precision so that stores differ only in the option; the wall time of
+the command that computed a store is kept in <cache>/accuracy-timings.json and reused when the
+store already exists), then fits the heads each option asks for on its store (`pipeline.runs.fit_run`,
 the same code `compare` runs: searches on training rows only, scored once on validation) and
 writes one table: data set x option x head, accuracy with its 95% bootstrap interval, log loss,
 ECE, extraction seconds, store MB and fit seconds (an ensemble's includes its members').
