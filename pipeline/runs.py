@@ -228,13 +228,12 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
     """The head saved for this store, after its files' sha256 and store key are checked."""
     head_class(head_name)
     folder = run_folder(runs, store, head_name)
+    make, cli = fit_command(runs, store, head_name)  # what each refusal below tells the user to run
     if not (folder / RUN_FILE).is_file():
-        make, cli = fit_command(runs, store, head_name)
         raise PipelineError(f"No fitted '{head_name}' head for store {store.key} in {runs}. "
                             f"Fit it first with `{make}` (or `{cli}`).")
     info = read_record(folder / RUN_FILE, head_name, RUN_FIELDS)
     if info["store_key"] != store.key:
-        make, cli = fit_command(runs, store, head_name)
         raise PipelineError(f"The '{head_name}' head in {folder} was fitted on store {info['store_key']}, "
                             f"not on {store.key}. Fit it again on this store with `{make}` (or `{cli}`).")
     actual = hash_folder(folder / MODEL_DIR)
@@ -242,7 +241,7 @@ def load_run(runs: Path, store: FeatureStore, head_name: str) -> Run:
         changed = sorted(set(actual.items()) ^ set(info["model_sha256"].items()))
         raise PipelineError(f"The saved head in {folder / MODEL_DIR} does not match the sha256 in "
                             f"{RUN_FILE} ({changed[0][0]} differs); it was modified or damaged. "
-                            "Fit it again with `head`.")
+                            f"Fit it again with `{make}` (or `{cli}`).")
     metrics = read_record(folder / METRICS_FILE, head_name)
     head = head_class(head_name).load(folder / MODEL_DIR)
     return Run(folder, head, info, metrics)

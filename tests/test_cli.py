@@ -179,7 +179,7 @@ def test_tampered_head_is_refused(cli, flat_folder):
     (model,) = list(cli.runs.glob("*/logreg/model/model.skops"))
     model.write_bytes(model.read_bytes() + b"\0")
     one_line_error(cli("predict", flat_folder, "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs),
-                   "does not match the sha256")
+                   "does not match the sha256", f"make head HEAD=logreg STORE={model.parents[2].name} CACHE={cli.cache}")
 
 
 def test_usage_errors_exit_2_everywhere(cli, flat_folder):
