@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
+from shlex import quote
 
 from features import Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, plan_shards, scan_dataset
 from features.extract import extract
@@ -161,9 +162,29 @@ def stale_warning(store: FeatureStore) -> str | None:
         return f"store {store.key} is stale: {root} no longer reads as a dataset ({error})."
     changes = source_changes(manifest["sources"], [asdict(s) for s in current.sources])
     if any(changes.values()):
+        make, cli = refresh_command(store)
         return (f"store {store.key} is stale: {root} changed since extraction "
-                f"({describe_changes(changes)}). Run `features` again to refresh it.")
+                f"({describe_changes(changes)}). Refresh it with `{make}` (or `{cli}`).")
     return None
+
+
+# The settings of `features` a refresh command names where the store's differ from the defaults:
+# (manifest config key, make variable, CLI option).
+REFRESH_SETTINGS = (("image_size", "IMAGE_SIZE", "--image-size"), ("pooling", "POOLING", "--pooling"),
+                    ("passes", "PASSES", "--passes"), ("views", "VIEWS", "--views"))
+
+
+def refresh_command(store: FeatureStore) -> tuple[str, str]:
+    """The make and CLI commands that extract ``store``'s data folder again, into its cache, with
+    its weights and the settings of ``REFRESH_SETTINGS`` that differ from the defaults."""
+    config, defaults = store.manifest["config"], ExtractConfig().to_dict()
+    weights = store.manifest["weights"]["path"] or "none"  # no file: random weights
+    settings = [("DATA", "--data", store.manifest["data_root"]), ("WEIGHTS", "--weights", weights),
+                *((variable, option, config[key]) for key, variable, option in REFRESH_SETTINGS
+                  if key in config and config[key] != defaults[key])]
+    make = " ".join(["make features", *(f"{variable}={quote(str(value))}" for variable, _, value in settings)])
+    cli = " ".join(["bottleneck-heads features", *(f"{option} {quote(str(value))}" for _, option, value in settings)])
+    return command_forms(make, cli, cache=store.folder.parent)
 
 
 def _mark_latest(cache: Path, key: str) -> None:

@@ -90,6 +90,9 @@ def test_changed_data_is_reported_and_old_store_warned_stale(cli, split_folder):
     result = cli("head", "--head", "logreg", "--store", old.key, "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0
     assert f"store {old.key} is stale" in result.output and "1 added, 1 removed" in result.output
+    # the command that refreshes it names the folders and the settings that made it (32 px, random weights)
+    refresh = f"make features DATA={split_folder} WEIGHTS=none IMAGE_SIZE=32 CACHE={cli.cache}"
+    assert refresh in " ".join(result.output.split())
     result = cli(*extract_args(split_folder, cli.cache))
     assert result.exit_code == 0
     assert f"changed since store {old.key} (1 added, 1 removed)" in result.output
