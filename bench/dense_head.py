@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import ROOT, WEIGHTS, build_store, train_recipe  # noqa: E402  (bench/ is not a package)
+from accuracy import build_store, store_options, train_recipe  # noqa: E402  (bench/ is not a package)
 from normalization import DATASETS, draws, paired_difference, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
@@ -97,10 +97,7 @@ def aligned_maps(data: Path, args, sources: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, nargs="+", default=DATASETS)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
-    parser.add_argument("--precision", default="auto", help="the stores' --precision (default auto)")
-    parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
+    store_options(parser, DATASETS)
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=1, metavar="R", help="repeats of the 5-fold split (default 1)")
     parser.add_argument("--seeds", type=int, default=3, help="networks a configuration, seeds 0..N-1 (default 3)")

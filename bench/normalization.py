@@ -40,7 +40,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFo
 from sklearn.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import ROOT, SHARED, WEIGHTS, build_store  # noqa: E402  (bench/ is not a package)
+from accuracy import SHARED, build_store, store_options  # noqa: E402  (bench/ is not a package)
 
 from features import FeatureStore  # noqa: E402
 from heads import LogRegHead  # noqa: E402
@@ -135,10 +135,7 @@ def draws(train: dict, per_class: int, seeds=(0, 1, 2)) -> list[np.ndarray]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, nargs="+", default=DATASETS)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
-    parser.add_argument("--precision", default="auto", help="the stores' --precision (default auto)")
-    parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
+    store_options(parser, DATASETS)
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=0, metavar="R",
                         help="paired 5-fold CV on training and validation pooled, R repeats (default 0: validation)")
