@@ -292,17 +292,17 @@ def subsets(data: Path, args) -> list[Path]:
 
 def store_options(parser: argparse.ArgumentParser, datasets: list[Path] = DATASETS, precision: str = "auto") -> None:
     """Add the options of every bench script whose stores `build_store` makes: the data sets, the
-    weights, one precision for every store and the cache they go in."""
+    weights, one precision and one image size for every store, and the cache they go in."""
     parser.add_argument("--data", type=Path, nargs="+", default=datasets)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--precision", default=precision, help=f"one precision for every store (default {precision})")
+    parser.add_argument("--image-size", type=int, default=224, help="every store's but quality max's (default 224)")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "accuracy")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     store_options(parser, precision="bf16")
-    parser.add_argument("--image-size", type=int, default=224, help="every store's but quality max's (default 224)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--options", nargs="+", default=[o for o in OPTIONS if o not in NOT_BY_DEFAULT],
                         choices=list(OPTIONS), help=f"options to run (default: all but {', '.join(NOT_BY_DEFAULT)})")
