@@ -2,7 +2,7 @@
 # Every target creates .venv from pyproject.toml on first use.
 
 PYTHON ?= python3
-# QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), 2.2-3.1x the
+# QUALITY=max: the most accurate settings measured (bench/results/accuracy-*.md), 2.2-4.0x the
 # extraction time of the defaults: 320 px, each image and its mirror.
 ifeq ($(QUALITY),max)
 IMAGE_SIZE ?= 320
