@@ -53,7 +53,8 @@ def _weights_file(path: str) -> Weights:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise FeatureError(f"Weights file not found or unreadable: {path}. Pass `weights` as the path "
                            "to a VGG16 include_top=False weights file, or imagenet.")
-    return Weights(path=path, identity=f"sha256:{file_sha256(path)}")
+    # recorded absolute, so that predict and export find it from any folder
+    return Weights(path=os.path.abspath(path), identity=f"sha256:{file_sha256(path)}")
 
 
 def resolve_weights(spec: str, random_fallback: bool = False) -> Weights:

@@ -26,3 +26,18 @@ def test_every_read_checks_the_required_fields_of_the_type(split_folder):
     for field, kind in FIELDS.items():
         broken = {**manifest, field: None}
         assert manifest_problem(broken) == f"its {field!r} field is missing or not a JSON {kind.__name__}"
+
+
+def test_a_weights_file_given_by_a_relative_path_is_found_again_from_another_folder(tmp_path, monkeypatch):
+    """The manifest records the weights file's absolute path: `predict` run from elsewhere finds it."""
+    from pipeline.stores import recorded_weights
+
+    weights_file = tmp_path / "weights" / "vgg16_notop.weights.h5"
+    weights_file.parent.mkdir()
+    weights_file.write_bytes(b"the bytes whose sha256 identifies these weights")
+    monkeypatch.chdir(tmp_path)
+    recorded = resolve_weights("weights/vgg16_notop.weights.h5")
+    assert recorded.path == str(weights_file)
+    monkeypatch.chdir(weights_file.parent)
+    found = recorded_weights({"identity": recorded.identity, "path": recorded.path})
+    assert found.path == str(weights_file) and found.identity == recorded.identity
