@@ -47,15 +47,21 @@ def pooled_rows(store: FeatureStore, sources: np.ndarray | None = None) -> dict:
     return rows
 
 
-def paired_views(stores: dict, repeats: int, per_class: int) -> dict:
-    """Name -> (whether each held-out photo was predicted right, mean log loss) over ``repeats``
-    grouped 5-fold splits, the same folds for every store."""
+def aligned_rows(stores: dict) -> dict:
+    """Name -> each store's ``pooled_rows``, every store's in the first one's photo order."""
     first, *others = stores
     reference = pooled_rows(stores[first])
     rows = {first: reference, **{name: pooled_rows(stores[name], reference["sources"]) for name in others}}
-    y, groups = reference["labels"], reference["groups"]
-    if any((data["labels"] != y).any() for data in rows.values()):
+    if any((data["labels"] != reference["labels"]).any() for data in rows.values()):
         raise SystemExit("the stores disagree on the photos' labels")
+    return rows
+
+
+def paired_views(stores: dict, rows: dict, repeats: int, per_class: int) -> dict:
+    """Name -> (whether each held-out photo was predicted right, mean log loss) over ``repeats``
+    grouped 5-fold splits of ``rows`` (``aligned_rows``), the same folds for every store."""
+    reference = rows[next(iter(rows))]
+    y, groups = reference["labels"], reference["groups"]
     right = {name: [] for name in stores}
     log_loss = {name: 0.0 for name in stores}
     for repeat in range(repeats):
@@ -80,8 +86,9 @@ def main(argv=None) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         stores = {name: FeatureStore(args.cache / build_store(data, store, args)["key"]) for name, store in VIEWS.items()}
+        rows = aligned_rows(stores)  # read once, for every size
         for per_class in args.per_class:
-            scores = paired_views(stores, args.cv, per_class)
+            scores = paired_views(stores, rows, args.cv, per_class)
             (one, one_loss), (two, two_loss) = scores.values()
             print(f"{data.name} | {per_class or 'all'} | {one.mean():.3f} / {one_loss:.3f} | {two.mean():.3f} / "
                   f"{two_loss:.3f} | {paired_difference(two.astype(float), one.astype(float))}", flush=True)
