@@ -4,6 +4,7 @@ from typing import get_type_hints
 
 from features import BackboneSpec, ExtractConfig, resolve_weights, scan_dataset
 from features.manifest import FIELDS, Manifest, manifest_key, manifest_problem, new_manifest, store_key
+from pipeline.stores import recorded_weights
 
 
 def test_a_new_manifest_has_every_field_of_the_type_and_hashes_to_its_key(split_folder):
@@ -30,8 +31,6 @@ def test_every_read_checks_the_required_fields_of_the_type(split_folder):
 
 def test_a_weights_file_given_by_a_relative_path_is_found_again_from_another_folder(tmp_path, monkeypatch):
     """The manifest records the weights file's absolute path: `predict` run from elsewhere finds it."""
-    from pipeline.stores import recorded_weights
-
     weights_file = tmp_path / "weights" / "vgg16_notop.weights.h5"
     weights_file.parent.mkdir()
     weights_file.write_bytes(b"the bytes whose sha256 identifies these weights")
