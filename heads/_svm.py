@@ -6,6 +6,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC, LinearSVC
 
 from heads._base import Flag, Interval, Options
+from heads._calibration import TemperatureCalibration
 from heads._sklearn import (COLUMN_GROUPS, COLUMNS, N_JOBS, NORMALIZE, POSITIVE_FLOAT, SEARCH_SPACE, SklearnHead,
                             grouped_folds, head_pipeline, input_grids, smallest_class)
 
@@ -25,11 +26,12 @@ class SVMHead(SklearnHead):
     a ``LinearSVC`` beyond, solved in the primal (linear in rows; with far more rows than
     features the dual solver took 8-14x longer here at C >= 0.1). Either is given
     probabilities by ``calibration`` (``temperature``: one softmax temperature over the SVM's
-    one-vs-rest scores, fitted by log loss; ``sigmoid``: Platt scaling per class, then
+    one-vs-rest scores, fitted by log loss against Platt's smoothed targets, so a set whose held-out
+    rows are all right stays short of certainty (``heads._calibration.TemperatureCalibration``);
+    ``sigmoid``: Platt scaling per class, then
     renormalised; ``isotonic``; ``auto``: temperature for more than two classes, where it gave
     the best log loss and ECE on monkeys_10 (bench/accuracy.py), sigmoid for two, where they
-    tie and Platt's smoothed targets keep a separable training set short of certainty, which a
-    temperature does not) fitted with 3-fold ``CalibratedClassifierCV`` on folds grouped
+    tie) fitted on 3 folds (``CalibratedClassifierCV`` but for the temperature) grouped
     by source image (``groups``: augmented twins never straddle a calibration fold): the
     kernel SVC is then refitted on every row (one model), while the linear one keeps the
     three fold models, fitted in parallel, and averages them, which saves a fit on every
@@ -132,8 +134,10 @@ class SVMHead(SklearnHead):
                 self.calibration_ = f"sigmoid, in-sample: {why}"
             else:
                 folds = grouped_folds(y, groups, folds, self.seed)
-        calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble,
-                                            n_jobs=self.n_jobs)
+        if method == "temperature":
+            calibrated = TemperatureCalibration(svm, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs)
+        else:
+            calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs)
         return head_pipeline(self, calibrated, normalize, columns)
 
     def _search_grid(self, n_samples: int):
