@@ -17,6 +17,7 @@ PASSES ?=
 VIEWS ?=
 POOLING ?=
 PRECISION ?=
+CALIBRATION_IMAGES ?=
 ENGINE ?=
 SHARD_SIZE ?=
 MAX_BAD ?=
@@ -81,7 +82,8 @@ features: $(RUNTIME)
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
 		$(if $(PASSES),--passes $(PASSES)) $(if $(VIEWS),--views $(VIEWS)) $(if $(POOLING),--pooling $(POOLING)) \
 		$(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(MAX_BAD),--max-bad $(MAX_BAD)) \
-		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) $(DISTRIBUTE) --cache "$(CACHE)"
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) \
+		$(if $(CALIBRATION_IMAGES),--calibration-images $(CALIBRATION_IMAGES)) $(DISTRIBUTE) --cache "$(CACHE)"
 
 ## Stage two: fit HEAD (dense, logreg, svm, ensemble; finetune on a POOLING=block4_pool store) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
@@ -142,7 +144,7 @@ help:
 	@echo "Variables (current value, empty: the command's default; docs/cli.md explains each):"
 	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  QUALITY=$(QUALITY)"
 	@echo "              PASSES=$(PASSES)  VIEWS=$(VIEWS)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
-	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  FAST=$(FAST)"
+	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  CALIBRATION_IMAGES=$(CALIBRATION_IMAGES)  FAST=$(FAST)"
 	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)"
 	@echo "  predict:    IMAGES=$(IMAGES)  FORMAT=$(FORMAT)  TOP_K=$(TOP_K)"
 	@echo "  export:     OUT=$(OUT)  FORCE=$(FORCE)"

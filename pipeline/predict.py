@@ -14,6 +14,7 @@ from features.images import describe_error
 from heads import Head
 from pipeline.errors import PipelineError
 from pipeline.runs import Run, class_probabilities
+from pipeline.stores import refresh_command
 
 BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size", "views")
 # What a store written before an engine (or views) was chosen ran with.
@@ -49,8 +50,10 @@ class Predictor:
         if "int8" in store.manifest:
             problems = int8_problems(store.folder, recorded_int8_sha256(store.manifest))
             if problems:
-                raise PipelineError(f"Cannot predict with store {store.key}: {problems[0]}. "
-                                    "Run `features` again with the same settings.")
+                make, cli = refresh_command(store)
+                raise PipelineError(f"Cannot predict with store {store.key}: {problems[0]}. Repair it with "
+                                    f"`{make}` (or `{cli}`), which links the model in again from the cache "
+                                    "(or calibrates it afresh) and keeps the store's features.")
             int8_folder = store.folder
         return cls(backbone_settings(store.manifest["config"]), store.manifest["dtype"],
                    {k: store.manifest["weights"][k] for k in ("identity", "path")},

@@ -16,6 +16,7 @@ from features.distributed import DaskExecutor, check_backend
 from features.drift import DRIFT_THRESHOLD, Int8DriftError
 from features.lock import store_lock
 from features.manifest import new_manifest, read_manifest, store_key
+from features.spec import DEFAULT_CALIBRATION_IMAGES
 from features.store import atomic_write_bytes
 from features.verify import verify_store
 from features.weights import Weights, file_sha256, resolve_weights
@@ -171,17 +172,25 @@ def stale_warning(store: FeatureStore) -> str | None:
 # The settings of `features` a refresh command names where the store's differ from the defaults:
 # (manifest config key, make variable, CLI option).
 REFRESH_SETTINGS = (("image_size", "IMAGE_SIZE", "--image-size"), ("pooling", "POOLING", "--pooling"),
-                    ("passes", "PASSES", "--passes"), ("views", "VIEWS", "--views"))
+                    ("passes", "PASSES", "--passes"), ("views", "VIEWS", "--views"),
+                    ("shard_size", "SHARD_SIZE", "--shard-size"), ("max_bad", "MAX_BAD", "--max-bad"),
+                    ("calibration_images", "CALIBRATION_IMAGES", "--calibration-images"))
 
 
 def refresh_command(store: FeatureStore) -> tuple[str, str]:
     """The make and CLI commands that extract ``store``'s data folder again, into its cache, with
-    its weights and the settings of ``REFRESH_SETTINGS`` that differ from the defaults."""
+    its weights and the settings of ``REFRESH_SETTINGS`` that differ from the defaults; an int8
+    store's name int8 (what ``auto`` picks depends on the CPU) and its calibration count where it
+    is not int8's default. Run on an unchanged folder, they repair the store itself."""
     config, defaults = store.manifest["config"], ExtractConfig().to_dict()
     weights = store.manifest["weights"]["path"] or "none"  # no file: random weights
-    settings = [("DATA", "--data", store.manifest["data_root"]), ("WEIGHTS", "--weights", weights),
-                *((variable, option, config[key]) for key, variable, option in REFRESH_SETTINGS
-                  if key in config and config[key] != defaults[key])]
+    settings = [("DATA", "--data", store.manifest["data_root"]), ("WEIGHTS", "--weights", weights)]
+    if config.get("precision") == "int8":
+        settings.append(("PRECISION", "--precision", "int8"))
+        defaults["calibration_images"] = DEFAULT_CALIBRATION_IMAGES
+    settings += [
+        (variable, option, config[key]) for key, variable, option in REFRESH_SETTINGS
+        if key in config and config[key] != defaults[key]]
     make = " ".join(["make features", *(f"{variable}={quote(str(value))}" for variable, _, value in settings)])
     cli = " ".join(["bottleneck-heads features", *(f"{option} {quote(str(value))}" for _, option, value in settings)])
     return command_forms(make, cli, cache=store.folder.parent)

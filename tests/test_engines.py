@@ -1,6 +1,8 @@
 """The OpenVINO engine: int8 stores calibrated once and kept with the store, fp32 agreement, errors."""
 
 import json
+import shlex
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -67,6 +69,16 @@ def test_int8_store_is_calibrated_once_kept_in_the_store_and_close_to_fp32(cli, 
     assert (out / "int8" / "vgg16-int8.xml").is_file()
     from_export = cli("predict", image, "--export", out, "--format", "json")
     assert json.loads(from_export.stdout) == json.loads(from_store.stdout)
+
+    # a store that lost its int8 model refuses to predict, naming the command that repairs it
+    shutil.rmtree(int8_model_path(int8.folder).parent)
+    refused = cli("predict", image, "--head", "logreg", "--format", "json", *common)
+    assert refused.exit_code == 1 and "int8 model" in refused.output
+    repair = " ".join(refused.output.split()).split("(or `bottleneck-heads ")[1].split("`)")[0]
+    assert "--precision int8" in repair and "--calibration-images 12" in repair
+    assert cli(*shlex.split(repair)).exit_code == 0
+    repaired = cli("predict", image, "--head", "logreg", "--format", "json", *common)
+    assert json.loads(repaired.stdout) == json.loads(from_store.stdout)
 
 
 @needs_openvino
