@@ -250,3 +250,20 @@ def test_each_head_declares_its_search_space_and_the_svm_owns_its_linear_c():
     assert {"C", "linear_C", "kernel", "normalize"} == set(svm.default_search_space)
     assert set(svm.search_space_without({"C": 1.0})) == {"kernel", "normalize"}  # C given: neither solver's C searched
     assert set(HEADS["ensemble"].search_space_without({})) == {"logreg", "svm"}
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_the_svm_search_on_a_precomputed_kernel_decides_as_the_kernel_svc(kernel):
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import SVC
+
+    from heads._svm import KernelRows
+    X, y = blobs(n_per_class=20, n_classes=4)
+    X_new, _ = blobs(n_per_class=5, n_classes=4, seed=1)
+    direct = OneVsRestClassifier(SVC(C=2.0, kernel=kernel)).fit(X, y)
+    rows = KernelRows(kernel).fit(X)
+    precomputed = OneVsRestClassifier(SVC(C=2.0, kernel="precomputed")).fit(rows.transform(X), y)
+    np.testing.assert_allclose(precomputed.decision_function(rows.transform(X_new)), direct.decision_function(X_new),
+                               atol=1e-8)
+    head = SVMHead(search_space={"C": [0.5, 2.0], "kernel": ["linear", "rbf"]}, n_jobs=1).fit(X, y)
+    assert head.best_params_["kernel"] in ("linear", "rbf") and "precomputed" not in head.solver_
