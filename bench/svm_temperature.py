@@ -65,7 +65,7 @@ def compare_temperatures(store: FeatureStore, classes: list[int]) -> dict:
     train, validation = rows_of(store.split_arrays("train"), classes), rows_of(store.split_arrays("validation", passes=False), classes)
     groups = store.source_groups(train["sources"])
     params = group_params("svm", store.column_groups, {}, search=True)
-    space = {**head_class("svm").search_space_without(params), **group_space("svm", {})}
+    space = {**head_class("svm").search_space_without(params), **group_space("svm", {}, store.column_groups)}
     head = create_head("svm", search_space=space, **params).fit(train["features"], train["labels"], groups=groups)
     X, X_val = (np.asarray(rows["features"], np.float32).reshape(len(rows["labels"]), -1) for rows in (train, validation))
     y_index, y_val = (np.searchsorted(head.classes_, rows["labels"]) for rows in (train, validation))

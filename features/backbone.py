@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras.applications import vgg16
 
+from features.bilinear import bilinear_layers
 from features.errors import FeatureError
 from features.preprocessing import vgg16_preprocessing
 from features.spec import BLOCK_CHANNELS, BackboneSpec, Pooling
@@ -33,15 +34,18 @@ def build_backbone(spec: BackboneSpec, precision: str | None = None, pooling: st
                            pooling=pooling if pooling in (Pooling.AVG, Pooling.MAX) else None)
         if pooling == Pooling.BLOCK4_POOL:  # block 5 is left to the finetune head
             base = keras.Model(base.inputs, base.get_layer("block4_pool").output, name="vgg16_to_block4")
-        if pooling == Pooling.BLOCKS:  # the one pass, three blocks' maps out
+        blocks = pooling in (Pooling.BLOCKS, Pooling.BILINEAR)
+        if blocks:  # the one pass, three blocks' maps out
             base = keras.Model(base.inputs, [base.get_layer(f"{b}_pool").output for b in BLOCK_CHANNELS],
                                name="vgg16_blocks")
         features = base(vgg16_preprocessing()(images))
-        if pooling in (Pooling.AVGMAX, Pooling.BLOCKS):  # each block's average then max (spec.column_groups)
-            maps = features if pooling == Pooling.BLOCKS else [features]
-            features = keras.layers.Concatenate(name="avg_max")([
-                pooled for block in maps for pooled in (keras.layers.GlobalAveragePooling2D()(block),
-                                                        keras.layers.GlobalMaxPooling2D()(block))])
+        if pooling == Pooling.AVGMAX or blocks:  # each block's average then max (spec.column_groups)
+            maps = features if blocks else [features]
+            pooled = [pooled for block in maps for pooled in (keras.layers.GlobalAveragePooling2D()(block),
+                                                                keras.layers.GlobalMaxPooling2D()(block))]
+            if pooling == Pooling.BILINEAR:  # then block 5's compact bilinear group
+                pooled.append(bilinear_layers(maps[-1]))
+            features = keras.layers.Concatenate(name="avg_max")(pooled)
     except (ValueError, OSError) as error:
         raise FeatureError(f"Could not load VGG16 weights from {spec.weights.path}: "
                            f"{str(error).splitlines()[0][:200]}. Pass `weights` as the path to a VGG16 "

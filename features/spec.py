@@ -41,23 +41,29 @@ class Pooling(Choice):
     NONE = "none"  # the maps themselves: (size/32, size/32, 512)
     BLOCK4_POOL = "block4_pool"  # block 4's maps, (size/16, size/16, 512): what the finetune head trains block5 on
     BLOCKS = "blocks"  # average and max of blocks 3, 4 and 5 side by side, one pass: (2560,) in column groups; the default
+    BILINEAR = "bilinear"  # blocks' columns and a compact bilinear pooling of block 5 (features.bilinear): (10752,)
 
 
 MAP_STRIDES = {Pooling.NONE: 32, Pooling.BLOCK4_POOL: 16}  # the poolings that keep maps: input px per map cell
 # The blocks whose pooled outputs (blockN_pool, after its max pool) ``blocks`` pooling keeps, and their channels.
 BLOCK_CHANNELS = {"block3": 256, "block4": 512, "block5": 512}
+BILINEAR_GROUP = "block5_bilinear"  # ``bilinear`` pooling's group after blocks' six
+BILINEAR_COLUMNS = 8192  # its columns (bench/second_order.py: 2,048 kept about half the gain on dtd_6)
 
 
 def column_groups(pooling: str) -> dict[str, list[int]] | None:
     """Named column groups of pooled features, name -> [start, stop): ``blocks``' six (block 3, 4
-    and 5, each average then max), None for the other poolings (one implicit group)."""
-    if pooling != Pooling.BLOCKS:
+    and 5, each average then max), ``bilinear``'s the same and ``block5_bilinear``, None for the
+    other poolings (one implicit group)."""
+    if pooling not in (Pooling.BLOCKS, Pooling.BILINEAR):
         return None
     groups, start = {}, 0
     for block, channels in BLOCK_CHANNELS.items():
         for kind in ("avg", "max"):
             groups[f"{block}_{kind}"] = [start, start + channels]
             start += channels
+    if pooling == Pooling.BILINEAR:
+        groups[BILINEAR_GROUP] = [start, start + BILINEAR_COLUMNS]
     return groups
 
 
@@ -172,7 +178,7 @@ class BackboneSpec:
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        """Shape of one image's features: (512,), (1024,) or (2560,) pooled, (s, s, 512) maps."""
+        """Shape of one image's features: (512,), (1024,), (2560,) or (10752,) pooled, (s, s, 512) maps."""
         return feature_shape(self.image_size, self.pooling)
 
     @property
@@ -196,8 +202,8 @@ def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
     if pooling in MAP_STRIDES:
         side = image_size // MAP_STRIDES[pooling]
         return (side, side, 512)
-    if pooling == Pooling.BLOCKS:
-        return (2 * sum(BLOCK_CHANNELS.values()),)
+    if pooling in (Pooling.BLOCKS, Pooling.BILINEAR):
+        return (2 * sum(BLOCK_CHANNELS.values()) + (BILINEAR_COLUMNS if pooling == Pooling.BILINEAR else 0),)
     return (1024,) if pooling == Pooling.AVGMAX else (512,)
 
 

@@ -233,7 +233,9 @@ def features(
     pooling: Annotated[Pooling, typer.Option(
         help="blocks (the default): the average and max of blocks 3, 4 and 5 from the same pass, "
              "2,560 floats in named column groups; logreg and svm choose block 5 alone or blocks 4 "
-             "and 5 by cross-validation, dense takes block 5; avg/max: block 5's, 512 floats per "
+             "and 5 by cross-validation, dense takes block 5; bilinear: those and a compact bilinear "
+             "pooling of block 5 (8,192 floats more, for textures and fine-grained classes), which "
+             "logreg and svm may add by cross-validation; avg/max: block 5's, 512 floats per "
              "image; avgmax: both, 1,024 floats; none: the whole map "
              "(7x7x512 at 224); block4_pool: block 4's maps (14x14x512 at 224), which the finetune "
              "head trains block 5 on.")] = Pooling(BackboneSpec.pooling),

@@ -23,7 +23,7 @@ from features import FeatureStore
 from features.weights import file_sha256
 from features.lock import FolderLock, lock_path
 from features.store import TEMPORARY_MARK, atomic_write_bytes
-from features.spec import Pooling
+from features.spec import BILINEAR_GROUP, Pooling
 from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
 from pipeline.config import command_forms
 from pipeline.errors import PipelineError
@@ -43,9 +43,12 @@ RUNS_FIX = "Free disk space or pass --runs with a writable folder, then fit the 
 # the paired cross-validation of bench/results/accuracy-2026-12-04-blocks.md the search chose block 4
 # on dtd_6's textures (+0.9 points) and block 5 on every monkeys_10 fold, and on validation it raised
 # dtd_6's logreg from 0.875 to 0.900, the others within 0.3 points. Without a search, and for the
-# dense head (block 4 beside block 5 cost it on dtd_6), block 5.
+# dense head (block 4 beside block 5 cost it on dtd_6), block 5. On a `bilinear` store they may also
+# take block 5's compact bilinear group beside blocks 4 and 5 (bench/second_order.py: +1.9 points on
+# dtd_6, +0.5 on monkeys_10, -0.1 on cats_and_dogs_filtered in paired CV).
 BLOCK5 = "block5_avg+block5_max"
 COLUMN_CHOICES = (BLOCK5, "block4_avg+block4_max+" + BLOCK5)
+BILINEAR_CHOICE = f"{COLUMN_CHOICES[1]}+{BILINEAR_GROUP}"
 GROUP_SEARCH_HEADS = ("logreg", "svm")
 
 
@@ -75,7 +78,7 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
         params = group_params(head_name, store.column_groups, params, search)
     space = head_class(head_name).search_space_without(params)
     if search and store.column_groups and head_name != "ensemble":
-        space = {**space, **group_space(head_name, given)}
+        space = {**space, **group_space(head_name, given, store.column_groups)}
     if search and space:  # a parameter given explicitly is not searched
         params = {"search_space": space, **params}
     head = create_head(head_name, **params)
@@ -183,12 +186,12 @@ def store_params(store: FeatureStore, head_name: str, params: dict) -> dict:
     return params
 
 
-def group_space(head_name: str, given: dict) -> dict:
-    """The column groups ``head_name`` searches (``COLUMN_CHOICES`` for ``GROUP_SEARCH_HEADS``),
-    unless ``given`` names its columns."""
+def group_space(head_name: str, given: dict, groups: dict) -> dict:
+    """The column groups ``head_name`` searches (``COLUMN_CHOICES`` for ``GROUP_SEARCH_HEADS``, and
+    ``BILINEAR_CHOICE`` where ``groups`` has the bilinear group), unless ``given`` names its columns."""
     if head_name not in GROUP_SEARCH_HEADS or "columns" in given:
         return {}
-    return {"columns": list(COLUMN_CHOICES)}
+    return {"columns": [*COLUMN_CHOICES, *([BILINEAR_CHOICE] if BILINEAR_GROUP in groups else [])]}
 
 
 def group_params(head_name: str, groups: dict, params: dict, search: bool) -> dict:
@@ -203,7 +206,7 @@ def group_params(head_name: str, groups: dict, params: dict, search: bool) -> di
                for name in ensemble(**params).member_names()}
     params = {**params, "member_params": members}
     if search and "search_space" not in params:
-        params["search_space"] = {name: {**ensemble.default_search_space.get(name, {}), **group_space(name, given.get(name, {}))}
+        params["search_space"] = {name: {**ensemble.default_search_space.get(name, {}), **group_space(name, given.get(name, {}), groups)}
                                   for name in members}
     return params
 

@@ -18,7 +18,7 @@ RANDOM = resolve_weights("none")
 @pytest.mark.parametrize("settings, message", [
     ({"image_size": 16}, "`image_size` must be an int from 32 to 1024. Received: 16"),
     ({"image_size": 224.0}, "`image_size` must be an int"),
-    ({"pooling": "mean"}, "`pooling` must be one of avg, max, avgmax, none, block4_pool, blocks. Received: 'mean'"),
+    ({"pooling": "mean"}, "`pooling` must be one of avg, max, avgmax, none, block4_pool, blocks, bilinear. Received: 'mean'"),
     ({"views": 3}, "`views` must be 1 or 2. Received: 3"),
     ({"precision": "fp16"}, "`precision` must be one of auto, fp32, bf16, int8"),
     ({"precision": "auto"}, "build it with BackboneSpec.resolve"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.bilinear import compact_bilinear
 from features.spec import MAP_STRIDES, BackboneSpec, Pooling
 
 # OpenVINO's CPU plugin: arithmetic of the ops that are not quantized, fixed rather than
@@ -38,9 +39,13 @@ def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
 
 def pool_outputs(outputs: list[np.ndarray], pooling: str) -> np.ndarray:
     """A maps model's outputs pooled: ``blocks`` pools each (blocks 3, 4 and 5 of a model quantized
-    with them), every other pooling the last (block 5's maps; an older int8 model outputs only those)."""
-    if pooling == Pooling.BLOCKS:
-        return np.concatenate([pool(maps, Pooling.AVGMAX) for maps in outputs], axis=1)
+    with them), ``bilinear`` adds block 5's compact bilinear group, every other pooling pools the
+    last (block 5's maps; an older int8 model outputs only those)."""
+    if pooling in (Pooling.BLOCKS, Pooling.BILINEAR):
+        pooled = [pool(maps, Pooling.AVGMAX) for maps in outputs]
+        if pooling == Pooling.BILINEAR:
+            pooled.append(compact_bilinear(outputs[-1]))
+        return np.concatenate(pooled, axis=1)
     return pool(outputs[-1], pooling)
 
 

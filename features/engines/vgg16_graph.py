@@ -97,6 +97,8 @@ def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: s
     import openvino as ov
     import openvino.opset13 as ops
 
+    if pooling == Pooling.BILINEAR:
+        raise ValueError("bilinear features are pooled by the engine from the BLOCK_MAPS graph's maps")
     images = ops.parameter([batch_size, image_size, image_size, 3], np.float32, name="rgb_0_255")
     x = ops.transpose(images, ops.constant(np.array([0, 3, 1, 2], np.int64)))  # NCHW inside
     kernel, bias = preprocessing_kernel()
