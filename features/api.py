@@ -70,7 +70,8 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     ``image_size``; it returns float32 features of shape (n, 1024) with the default
     ``pooling="avgmax"`` (block 5's average and max: the CLI's default, ``blocks``, feeds heads that
     choose among its column groups, which an estimator after this transformer does not), (n, 512) with avg or max, (n, 2560) with blocks (the average and max of
-    blocks 3, 4 and 5: ``column_groups_`` names them), flattened maps with none (block 5's) or
+    blocks 3, 4 and 5: ``column_groups_`` names them), (n, 10752) with bilinear (blocks' and block 5's
+    compact bilinear pooling, ``features.bilinear``), flattened maps with none (block 5's) or
     block4_pool (block 4's) (2 ``views`` average each image's and its mirror's features). With ``cache`` (a folder of feature stores), rows of
     files that a finished store with the same settings already holds are read from it
     instead of recomputed. ``fit`` learns nothing; the engine is built on first use, and is
@@ -81,7 +82,7 @@ class VGG16Features(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     Parameters
     ----------
     image_size : int, square input size in pixels (32-1024).
-    pooling : {"avg", "max", "avgmax", "blocks", "none", "block4_pool"}
+    pooling : {"avg", "max", "avgmax", "blocks", "bilinear", "none", "block4_pool"}
     views : {1, 2}
     weights : str, "auto", "imagenet", "none" (random) or a weights file path.
     precision : {"auto", "fp32", "bf16"}, the convnet's arithmetic; auto: bf16 where the CPU
