@@ -51,6 +51,9 @@ Options (each alone against the baseline, then the defaults, then the best combi
 - blocks 4+5: every head on a blocks store's block 4 and block 5 columns (average and max), groups
   not searched, normalisation as by default.
 
+- bilinear: every head as `compare` fits it on a `--pooling bilinear` store (blocks' columns and
+  block 5's compact bilinear group, which logreg and svm may add to blocks 4 and 5 by their search).
+
 ``--per-class N`` also runs every option on N training photos a class (drawn with a fixed seed) and
 every validation photo of each set: a folder of links to them, as a user's copy of fewer photos
 would be, extracted like any other (0: every photo).
@@ -126,6 +129,7 @@ OPTIONS = {
     "defaults now (block 5)": ("blocks", {**BLOCK5_HEADS, "logreg": {"columns": BLOCK5, "normalize": "sqrt_l2"}}),
     "blocks 4+5": ("blocks", {"logreg": {"columns": BLOCKS45}, "svm": {"columns": BLOCKS45}, "dense": {"columns": BLOCKS45},
                               "ensemble": {}}),
+    "bilinear": ("bilinear", DEFAULT_HEADS),
 }
 NOT_BY_DEFAULT = ("passes 2", "finetune passes 2")  # the slowest stores: run when asked
 STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views", "2"],
@@ -134,7 +138,8 @@ STORES = {"base": ["--pooling", "avg"], "views2": ["--pooling", "avg", "--views"
           "maps": ["--pooling", "none", "--dtype", "float16"],
           "avgmax-int8": ["--pooling", "avgmax", "--precision", "int8"],  # the last --precision wins
           "block4": ["--pooling", "block4_pool"], "block4-passes2": ["--pooling", "block4_pool", "--passes", "2"],
-          "blocks": ["--pooling", "blocks"], "blocks-views2": ["--pooling", "blocks", "--views", "2"]}
+          "blocks": ["--pooling", "blocks"], "blocks-views2": ["--pooling", "blocks", "--views", "2"],
+          "bilinear": ["--pooling", "bilinear"]}
 
 
 def subset_folder(data: Path, per_class: int, cache: Path, seed: int = 0) -> Path | None:
