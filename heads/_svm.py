@@ -1,7 +1,7 @@
 """Support vector machine on normalised features."""
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
 from sklearn.multiclass import OneVsRestClassifier
@@ -139,7 +139,9 @@ class SVMHead(SklearnHead):
             else:
                 folds = grouped_folds(y, groups, folds, self.seed)
         if method == "temperature":
-            calibrated = TemperatureCalibration(svm, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs)
+            twin = None if ensemble else precomputed_twin(svm)  # kept fold models stay plain SVMs
+            calibrated = TemperatureCalibration(svm, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs,
+                                                fold_estimator=twin)
         else:
             calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs)
         return head_pipeline(self, calibrated, normalize, columns)
@@ -165,6 +167,16 @@ class SVMHead(SklearnHead):
     def _fixed_params(self) -> dict:
         """Also the solver it chose, so a copy fitted on fewer rows keeps the same kind of SVM."""
         return {**super()._fixed_params(), "solver": "linear" if self.solver_.startswith("LinearSVC") else "rbf"}
+
+
+def precomputed_twin(svm):
+    """A one-vs-rest kernel SVC as the same SVC on its ``KernelRows`` (the kernel computed once for
+    every class: the same decisions, faster); None for any other SVM."""
+    if not (isinstance(svm, OneVsRestClassifier) and svm.estimator.kernel in ("rbf", "linear")):
+        return None
+    kernel = svm.estimator.kernel
+    return Pipeline([("kernelrows", KernelRows(kernel)),
+                     ("svm", OneVsRestClassifier(clone(svm.estimator).set_params(kernel="precomputed")))])
 
 
 class KernelRows(TransformerMixin, BaseEstimator):

@@ -267,3 +267,24 @@ def test_the_svm_search_on_a_precomputed_kernel_decides_as_the_kernel_svc(kernel
                                atol=1e-8)
     head = SVMHead(search_space={"C": [0.5, 2.0], "kernel": ["linear", "rbf"]}, n_jobs=1).fit(X, y)
     assert head.best_params_["kernel"] in ("linear", "rbf") and "precomputed" not in head.solver_
+
+
+def test_the_svm_calibrates_on_a_precomputed_kernel_as_on_the_kernel_svc_and_saves(tmp_path):
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import SVC
+
+    from heads._calibration import TemperatureCalibration
+    from heads._sklearn import grouped_folds
+    from heads._svm import precomputed_twin
+    X, y = blobs(n_per_class=20, n_classes=4)
+    svm = OneVsRestClassifier(SVC(C=2.0, kernel="rbf"))
+    folds = grouped_folds(y, None, 3)
+    plain = TemperatureCalibration(svm, cv=folds).fit(X, y)
+    twin = TemperatureCalibration(svm, cv=folds, fold_estimator=precomputed_twin(svm)).fit(X, y)
+    assert twin.beta_ == pytest.approx(plain.beta_, rel=1e-4)  # the same scores to 1e-14; the optimiser to 1e-5
+    np.testing.assert_allclose(twin.predict_proba(X), plain.predict_proba(X), atol=1e-5)
+    assert isinstance(twin.estimators_[0], OneVsRestClassifier)  # the kept model is the plain SVM
+    head = SVMHead(C=2.0, n_jobs=1).fit(X, y)
+    assert "temperature" in head.calibration_
+    head.save(tmp_path / "svm")  # the twin among its parameters is a trusted type
+    np.testing.assert_array_equal(type(head).load(tmp_path / "svm").predict_proba(X), head.predict_proba(X))
