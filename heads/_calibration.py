@@ -34,11 +34,11 @@ class TemperatureCalibration(ClassifierMixin, BaseEstimator):
     ----------
     estimator : classifier with ``decision_function``.
     cv : list of (train, test) row index arrays.
+    ensemble : bool, keep the fold models rather than refit on every row.
+    n_jobs : int or None, joblib workers for the fold fits.
     fold_estimator : classifier or None, fitted on the folds in place of ``estimator`` where it
         decides as ``estimator`` does, only faster (the kernel SVM passes its twin on a precomputed
         kernel, computed once a fold rather than once per class); None: ``estimator``.
-    ensemble : bool, keep the fold models rather than refit on every row.
-    n_jobs : int or None, joblib workers for the fold fits.
 
     Attributes
     ----------
