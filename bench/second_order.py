@@ -10,9 +10,10 @@ bilinear (second-order) pooling of block5_conv3 (14x14 at 224 px) and of block5_
 fixed random +-1 projections of every position's 512 channels to D columns, multiplied and
 averaged over positions, so that a dot product of two photos' columns estimates that of their
 512x512 channel co-occurrence matrices. D is 8192; the first 2048 columns are the same estimator
-at D = 2048. The features are cached in ``<cache>/second-order-<set>-<size>.npz``.
+at D = 2048: the projections and the pooling are the store's own (``features.bilinear``). The
+features are cached in ``<cache>/second-order-<set>-<size>-<max per class>.npz``.
 
-Each column group gets the heads' signed square root + L2; a combination weighs its groups equally.
+Each column group gets the heads' signed square root + L2 (``heads._sklearn.signed_sqrt_l2``); a combination weighs its groups equally.
 A linear SVM (precomputed linear kernel, C searched by 4-fold grouped CV on the fit rows) is fitted
 in the same grouped 5-fold splits of training and validation photos pooled (``--cv`` repeats), so
 every photo is held out once a repeat under every combination, and each combination's difference
@@ -36,12 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from normalization import DATASETS, paired_difference  # noqa: E402  (bench/ is not a package)
 
+from features.bilinear import compact_bilinear  # noqa: E402
 from features.dataset import scan_dataset  # noqa: E402
 from features.images import load_pixels  # noqa: E402
+from heads._sklearn import signed_sqrt_l2  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_notop.weights.h5"
 MAPS = ("block4_pool", "block5_conv3", "block5_pool")
-PROJECTED = 8192  # Random Maclaurin columns
 BASELINE = "b4+b5 avgmax"
 COMBINATIONS = {
     BASELINE: ["b4_avg", "b4_max", "b5_avg", "b5_max"],
@@ -51,18 +53,6 @@ COMBINATIONS = {
     "+ b5_pool bilinear 8192": ["b4_avg", "b4_max", "b5_avg", "b5_max", "b5pool_rm"],
 }
 C_GRID = [0.01, 0.1, 1, 10, 100]
-
-
-def projections(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two fixed (512, PROJECTED) matrices of random signs."""
-    rng = np.random.default_rng(seed)
-    return tuple(rng.choice(np.float32([-1, 1]), size=(512, PROJECTED)) for _ in range(2))
-
-
-def random_maclaurin(maps: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Per photo, the mean over positions of the product of the two projections of its channels."""
-    positions = maps.reshape(len(maps), -1, maps.shape[-1])
-    return np.mean((positions @ first) * (positions @ second), axis=1) / np.sqrt(first.shape[1])
 
 
 def photos(root: Path, max_per_class: int) -> list[tuple[str, int, str, int]]:
@@ -87,7 +77,6 @@ def extract(root: Path, size: int, precision: str, max_per_class: int, batch: in
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     base = vgg16.VGG16(include_top=False, weights=str(WEIGHTS), input_shape=(size, size, 3))
     model = keras.Model(base.inputs, [base.get_layer(name).output for name in MAPS])
-    first, second = projections()
     listed = photos(root, max_per_class)
     columns = {name: [] for name in ("b4_avg", "b4_max", "b5_avg", "b5_max", "b5conv_rm", "b5pool_rm")}
     started = time.perf_counter()
@@ -98,19 +87,14 @@ def extract(root: Path, size: int, precision: str, max_per_class: int, batch: in
         for name, maps in (("b4", block4), ("b5", block5)):
             columns[f"{name}_avg"].append(maps.mean(axis=(1, 2)))
             columns[f"{name}_max"].append(maps.max(axis=(1, 2)))
-        columns["b5conv_rm"].append(random_maclaurin(block5_conv3, first, second))
-        columns["b5pool_rm"].append(random_maclaurin(block5, first, second))
+        columns["b5conv_rm"].append(compact_bilinear(block5_conv3))
+        columns["b5pool_rm"].append(compact_bilinear(block5))
         print(f"\r{root.name}: {start + len(pixels)}/{len(listed)} photos", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     features = {name: np.concatenate(parts) for name, parts in columns.items()}
     features["b5conv_rm2048"] = features["b5conv_rm"][:, :2048]
     labels, splits, groups = (np.array(values) for values in list(zip(*listed))[1:])
     return {**features, "labels": labels, "splits": splits, "groups": groups, "seconds": time.perf_counter() - started}
-
-
-def signed_sqrt_l2(columns: np.ndarray) -> np.ndarray:
-    rooted = np.sign(columns) * np.sqrt(np.abs(columns))
-    return rooted / np.maximum(np.linalg.norm(rooted, axis=1, keepdims=True), 1e-12)
 
 
 def linear_kernel(features: dict, groups: list[str]) -> np.ndarray:

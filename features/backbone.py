@@ -8,7 +8,7 @@ from keras.applications import vgg16
 from features.bilinear import bilinear_layers
 from features.errors import FeatureError
 from features.preprocessing import vgg16_preprocessing
-from features.spec import BLOCK_CHANNELS, BackboneSpec, Pooling
+from features.spec import BLOCK_CHANNELS, GROUPED_POOLINGS, BackboneSpec, Pooling
 
 KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
@@ -34,7 +34,7 @@ def build_backbone(spec: BackboneSpec, precision: str | None = None, pooling: st
                            pooling=pooling if pooling in (Pooling.AVG, Pooling.MAX) else None)
         if pooling == Pooling.BLOCK4_POOL:  # block 5 is left to the finetune head
             base = keras.Model(base.inputs, base.get_layer("block4_pool").output, name="vgg16_to_block4")
-        blocks = pooling in (Pooling.BLOCKS, Pooling.BILINEAR)
+        blocks = pooling in GROUPED_POOLINGS
         if blocks:  # the one pass, three blocks' maps out
             base = keras.Model(base.inputs, [base.get_layer(f"{b}_pool").output for b in BLOCK_CHANNELS],
                                name="vgg16_blocks")

@@ -47,6 +47,7 @@ class Pooling(Choice):
 MAP_STRIDES = {Pooling.NONE: 32, Pooling.BLOCK4_POOL: 16}  # the poolings that keep maps: input px per map cell
 # The blocks whose pooled outputs (blockN_pool, after its max pool) ``blocks`` pooling keeps, and their channels.
 BLOCK_CHANNELS = {"block3": 256, "block4": 512, "block5": 512}
+GROUPED_POOLINGS = (Pooling.BLOCKS, Pooling.BILINEAR)  # blocks 3, 4 and 5's average and max, in column groups
 BILINEAR_GROUP = "block5_bilinear"  # ``bilinear`` pooling's group after blocks' six
 BILINEAR_COLUMNS = 8192  # its columns (bench/second_order.py: 2,048 kept about half the gain on dtd_6)
 
@@ -55,7 +56,7 @@ def column_groups(pooling: str) -> dict[str, list[int]] | None:
     """Named column groups of pooled features, name -> [start, stop): ``blocks``' six (block 3, 4
     and 5, each average then max), ``bilinear``'s the same and ``block5_bilinear``, None for the
     other poolings (one implicit group)."""
-    if pooling not in (Pooling.BLOCKS, Pooling.BILINEAR):
+    if pooling not in GROUPED_POOLINGS:
         return None
     groups, start = {}, 0
     for block, channels in BLOCK_CHANNELS.items():
@@ -202,8 +203,8 @@ def feature_shape(image_size: int, pooling: str) -> tuple[int, ...]:
     if pooling in MAP_STRIDES:
         side = image_size // MAP_STRIDES[pooling]
         return (side, side, 512)
-    if pooling in (Pooling.BLOCKS, Pooling.BILINEAR):
-        return (2 * sum(BLOCK_CHANNELS.values()) + (BILINEAR_COLUMNS if pooling == Pooling.BILINEAR else 0),)
+    if pooling in GROUPED_POOLINGS:  # every group's columns side by side
+        return (max(stop for _, stop in column_groups(pooling).values()),)
     return (1024,) if pooling == Pooling.AVGMAX else (512,)
 
 

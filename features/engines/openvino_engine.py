@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from features.bilinear import compact_bilinear
-from features.spec import MAP_STRIDES, BackboneSpec, Pooling
+from features.spec import GROUPED_POOLINGS, MAP_STRIDES, BackboneSpec, Pooling
 
 # OpenVINO's CPU plugin: arithmetic of the ops that are not quantized, fixed rather than
 # left to the plugin's default (which is bf16 on CPUs with AMX).
@@ -41,7 +41,7 @@ def pool_outputs(outputs: list[np.ndarray], pooling: str) -> np.ndarray:
     """A maps model's outputs pooled: ``blocks`` pools each (blocks 3, 4 and 5 of a model quantized
     with them), ``bilinear`` adds block 5's compact bilinear group, every other pooling pools the
     last (block 5's maps; an older int8 model outputs only those)."""
-    if pooling in (Pooling.BLOCKS, Pooling.BILINEAR):
+    if pooling in GROUPED_POOLINGS:
         pooled = [pool(maps, Pooling.AVGMAX) for maps in outputs]
         if pooling == Pooling.BILINEAR:
             pooled.append(compact_bilinear(outputs[-1]))
