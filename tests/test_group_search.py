@@ -27,7 +27,8 @@ def two_signals(seed=0, n=60):
     return X, y
 
 
-@pytest.mark.parametrize("head", [LogRegHead(C=1.0, normalize="none"), SVMHead(), DenseHead(epochs=20, patience=3)])
+@pytest.mark.parametrize("head", [LogRegHead(C=1.0, normalize="none"), SVMHead(),
+                                  DenseHead(epochs=20, patience=3, networks=1)])
 def test_a_head_chooses_the_columns_that_carry_the_class(head):
     X, y = two_signals()
     space = {"columns": ["a", "b", "noise", "a+b+noise"]}

@@ -147,8 +147,8 @@ def test_dense_head_trains_from_memory_mapped_shards_without_loading_them(tmp_pa
     for number, start in enumerate(range(0, len(X), 70)):  # shards of unequal length
         np.save(tmp_path / f"shard-{number}.npy", X[start:start + 70])
         parts.append(np.load(tmp_path / f"shard-{number}.npy", mmap_mode="r"))
-    from_shards = create_head("dense", epochs=5).fit(NeverLoaded(parts), y)
-    from_array = create_head("dense", epochs=5).fit(X, y)
+    from_shards = create_head("dense", epochs=5, networks=1).fit(NeverLoaded(parts), y)
+    from_array = create_head("dense", epochs=5, networks=1).fit(X, y)
     np.testing.assert_allclose(from_shards.predict_proba(X), from_array.predict_proba(X), atol=1e-6)
     assert (from_shards.predict(X) == y).mean() > 0.9
     np.testing.assert_array_equal(ShardedFeatures(parts)[np.array([250, 3, 140, 69, 70])],
