@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import re
 import subprocess
@@ -318,6 +319,7 @@ def main(argv=None) -> None:
     parser.add_argument("--extract-only", action="store_true", help="build the stores, fit nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints, as `compare` hides them
     args.cache.mkdir(parents=True, exist_ok=True)
     args.data = [folder for data in args.data for folder in subsets(data, args)]
     needed = list(dict.fromkeys(OPTIONS[o][0] for o in args.options))
