@@ -114,6 +114,8 @@ def extract_args(data: Path, cache: Path, *extra: str) -> list[str]:
 # the dense head's training, the dense head's defaults are shortened to one network instead (it still
 # early-stops on its grouped holdout and refits on every row; the ensemble still refits it per fold).
 QUICK_DENSE = {"epochs": 6, "patience": 2, "networks": 1}
+# The same for a command in its own process: a `cli_process` prelude.
+QUICK_DENSE_PRELUDE = f"from heads import DenseHead; DenseHead.__init__.__kwdefaults__.update({QUICK_DENSE!r})"
 
 
 @contextmanager

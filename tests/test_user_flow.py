@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK_DENSE, cli_process, extract_args, write_images
+from tests.conftest import QUICK_DENSE_PRELUDE, cli_process, extract_args, write_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,8 @@ def test_compare_output_carries_no_tensorflow_developer_warnings(tmp_path):
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     built = cli_process(*extract_args(photos, cache))
     assert built.returncode == 0, built.stderr
-    quick_dense = f"from heads import DenseHead; DenseHead.__init__.__kwdefaults__.update({QUICK_DENSE!r})"
-    result = cli_process("compare", "--heads", "dense,ensemble", "--cache", cache, "--runs", runs, prelude=quick_dense)
+    result = cli_process("compare", "--heads", "dense,ensemble", "--cache", cache, "--runs", runs,
+                         prelude=QUICK_DENSE_PRELUDE)
     assert result.returncode == 0, result.stderr
     assert "Chosen:" in result.stdout + result.stderr
     assert "WARNING:tensorflow" not in result.stdout + result.stderr
@@ -83,6 +83,10 @@ def test_make_compare_in_a_fresh_clone_runs_the_demo_and_help_lists_every_variab
     (tmp_path / "full" / "LATEST").write_text("0123456789abcdef\n")
     dry = make("-n", "compare", f"CACHE={tmp_path / 'full'}")
     assert "pipeline features" not in dry.stdout and "pipeline compare" in dry.stdout
+    # The command make echoes is the one it runs, on one line, with the options set and no others.
+    dry = make("-n", "features", "DATA=my photos", "PASSES=2", "QUALITY=max")
+    assert dry.stdout.splitlines()[-1].endswith(
+        'pipeline features --data "my photos" --image-size 320 --passes 2 --views 2 --backend local --cache "cache"')
 
 
 def test_tilde_and_relative_paths_are_expanded(cli, tmp_path, monkeypatch):
