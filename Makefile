@@ -51,7 +51,7 @@ NEEDS_FAST := $(or $(FAST),$(filter int8,$(PRECISION)),$(filter openvino,$(ENGIN
 # The optional Dask backend: installed on BACKEND=dask.
 RUNTIME := $(INSTALLED) $(if $(NEEDS_FAST),$(FAST_INSTALLED)) $(if $(filter dask,$(BACKEND)),$(DASK_INSTALLED))
 # Where stage one and the heads' search run: BACKEND=dask [SCHEDULER=tcp://host:8786].
-DISTRIBUTE := --backend $(BACKEND) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
+DISTRIBUTE := $(strip --backend $(BACKEND) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)"))
 CLI := $(BIN)/python -m pipeline
 # Commands that use a store: the last finished one (or STORE), built first only when DATA is given.
 USES_STORE := $(if $(DATA),features,$(RUNTIME))
@@ -75,15 +75,18 @@ $(DASK_INSTALLED): $(INSTALLED)
 	$(BIN)/pip install --quiet -e ".[test,dask]"
 	touch $(DASK_INSTALLED)
 
+# features' options, those set only (one line, so that make echoes no empty continuation lines).
+FEATURES_OPTIONS = $(strip $(if $(DATA),--data "$(DATA)") $(if $(LAYOUT),--layout $(LAYOUT)) \
+	$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
+	$(if $(PASSES),--passes $(PASSES)) $(if $(VIEWS),--views $(VIEWS)) $(if $(POOLING),--pooling $(POOLING)) \
+	$(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(MAX_BAD),--max-bad $(MAX_BAD)) \
+	$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) \
+	$(if $(CALIBRATION_IMAGES),--calibration-images $(CALIBRATION_IMAGES)))
+
 ## Stage one: cache VGG16 features of DATA (default: the built-in digits demo)
 .PHONY: features
 features: $(RUNTIME)
-	$(CLI) features $(if $(DATA),--data "$(DATA)") $(if $(LAYOUT),--layout $(LAYOUT)) \
-		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) \
-		$(if $(PASSES),--passes $(PASSES)) $(if $(VIEWS),--views $(VIEWS)) $(if $(POOLING),--pooling $(POOLING)) \
-		$(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(MAX_BAD),--max-bad $(MAX_BAD)) \
-		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE),--engine $(ENGINE)) \
-		$(if $(CALIBRATION_IMAGES),--calibration-images $(CALIBRATION_IMAGES)) $(DISTRIBUTE) --cache "$(CACHE)"
+	$(CLI) features $(FEATURES_OPTIONS) $(DISTRIBUTE) --cache "$(CACHE)"
 
 ## Stage two: fit HEAD (dense, logreg, svm, ensemble; finetune on a POOLING=block4_pool store) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
