@@ -23,7 +23,11 @@ Configurations (block 5 average and max: the default pooling's columns):
   clipped and standardised);
 - ``b5 avgmax, sqrt_l2``: the same, not standardised after it (the default on block 5 alone);
 - ``b4+b5 avgmax, sqrt_l2``: blocks 4 and 5, as the plain script of issue 22;
-- ``b5 or b4+b5, sqrt_l2``: today's default on a ``blocks`` store, the groups searched with C.
+- ``b5 or b4+b5, sqrt_l2``: today's default on a ``blocks`` store, the groups searched with C;
+- ``b3+b4+b5 avgmax, sqrt_l2``, ``b4 avgmax, sqrt_l2``: block 3's columns beside them, block 4's alone;
+- ``b4+b5 avg, sqrt_l2``, ``b5 or b4+b5 avg, sqrt_l2``: average pooling alone, without the max.
+
+``--configs`` runs some of them (the first named is the baseline unless ``--baseline`` says otherwise).
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -56,6 +60,10 @@ CONFIGS = {
     "b5 avgmax, sqrt_l2": ([BLOCK5], "sqrt_l2", "sqrt_l2"),
     "b4+b5 avgmax, sqrt_l2": ([COLUMN_CHOICES[1]], "sqrt_l2", "sqrt_l2"),
     "b5 or b4+b5, sqrt_l2": (list(COLUMN_CHOICES), "sqrt_l2", "sqrt_l2"),
+    "b3+b4+b5 avgmax, sqrt_l2": (["block3_avg+block3_max+" + COLUMN_CHOICES[1]], "sqrt_l2", "sqrt_l2"),
+    "b4 avgmax, sqrt_l2": (["block4_avg+block4_max"], "sqrt_l2", "sqrt_l2"),
+    "b4+b5 avg, sqrt_l2": (["block4_avg+block5_avg"], "sqrt_l2", "sqrt_l2"),
+    "b5 or b4+b5 avg, sqrt_l2": (["block5_avg", "block4_avg+block5_avg"], "sqrt_l2", "sqrt_l2"),
 }
 
 
@@ -75,27 +83,28 @@ def fit_and_score(store: FeatureStore, config: tuple, train: dict, rows: np.ndar
     return float((model.predict(validation["features"]) == validation["labels"]).mean())
 
 
-def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, per_class: int) -> dict:
-    """Configuration name -> (whether each held-out image was predicted right, mean log loss, the
+def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, per_class: int,
+              configs: dict) -> dict:
+    """``configs``' name -> (whether each held-out image was predicted right, mean log loss, the
     folds that used block 4 out of all), over
     ``repeats`` grouped 5-fold splits of training and validation images pooled (the same folds for each)."""
     X, y, groups = pooled(train, validation)
-    right = {name: [] for name in CONFIGS}
-    log_proba = {name: [] for name in CONFIGS}  # of each held-out image's true class
-    with_block4 = {name: 0 for name in CONFIGS}  # folds whose fit used block 4's columns
+    right = {name: [] for name in configs}
+    log_proba = {name: [] for name in configs}  # of each held-out image's true class
+    with_block4 = {name: 0 for name in configs}  # folds whose fit used block 4's columns
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
             if per_class:
                 fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name, config in CONFIGS.items():
+            for name, config in configs.items():
                 model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
                 right[name].append(model.predict(X[test_rows]) == y[test_rows])
                 log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
                 with_block4[name] += "block4" in model.named_steps["groups"].columns
     folds = 5 * repeats
     return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats,
-                   f"{with_block4[name]}/{folds}") for name in CONFIGS}
+                   f"{with_block4[name]}/{folds}") for name in configs}
 
 
 def pooled(train: dict, validation: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,9 +148,13 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[0, 20, 60])
     parser.add_argument("--cv", type=int, default=0, metavar="R",
                         help="paired 5-fold CV on training and validation pooled, R repeats (default 0: validation)")
-    parser.add_argument("--baseline", choices=list(CONFIGS), default=next(iter(CONFIGS)),
-                        help="the configuration --cv's differences are taken against (default: the first)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="the configurations to run (default: all)")
+    parser.add_argument("--baseline", choices=list(CONFIGS),
+                        help="the configuration --cv's differences are taken against (default: the first run)")
     args = parser.parse_args(argv)
+    baseline = args.baseline or args.configs[0]
+    configs = {name: CONFIGS[name] for name in dict.fromkeys([baseline, *args.configs])}
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
@@ -149,10 +162,10 @@ def main(argv=None) -> None:
         validation = split_with_groups(store, "validation", passes=False)
         for per_class in args.per_class:
             if args.cv:
-                print_paired(data.name, per_class, paired_cv(store, train, validation, args.cv, per_class), args.baseline)
+                print_paired(data.name, per_class, paired_cv(store, train, validation, args.cv, per_class, configs), baseline)
                 continue
             samples = draws(train, per_class)
-            for name, config in CONFIGS.items():
+            for name, config in configs.items():
                 accuracies = [fit_and_score(store, config, train, rows, validation) for rows in samples]
                 print(f"{data.name} | {per_class or 'all'} | {name} | {np.mean(accuracies):.3f} | "
                       f"{', '.join(f'{a:.3f}' for a in accuracies)}", flush=True)
