@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.errors import FeatureError
-from features.images import file_kind, open_regular
+from features.images import file_kind, load_pixels, open_regular
 from features.spec import Layout
 
 ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
@@ -343,7 +343,9 @@ def _check_classes(root: Path, class_names: list[str]) -> None:
 def _check_duplicates(root: Path, found: dict[str, list]) -> None:
     """Refuse a photo under two classes: one file (hard or symbolic link) or equal bytes.
 
-    Only files whose size occurs in more than one class are read, to compare hashes.
+    Only files whose size occurs in more than one class are read, to compare hashes. Equal bytes
+    that are no image (an empty file, an error page saved as .jpg: a failed download's leavings) are
+    not a photo under two classes: extraction skips and reports each.
     """
     files = sorted(((name, relpath, info) for name, images in found.items() for _, relpath, info in images),
                    key=lambda file: file[1])
@@ -351,13 +353,14 @@ def _check_duplicates(root: Path, found: dict[str, list]) -> None:
     if linked:
         raise _duplicate_error(root, linked, "are one file (a hard or symbolic link)")
     same_size = [file for group in _across_classes(files, lambda file: file[2].st_size) for file in group]
-    copies = _across_classes(same_size, lambda file: _content_hash(root / file[1]))
+    copies = [group for group in _across_classes(same_size, lambda file: _content_hash(root / file[1]))
+              if _decodes(root / group[0][1])]
     if copies:
         raise _duplicate_error(root, copies, "hold the same bytes")
 
 
 def _twins(root: Path, found: dict[str, list]) -> dict[str, str]:
-    """Relative path -> the first (sorted) path of its set, for each file with a same-bytes copy in
+    """Relative path -> the first (sorted) path of its set, for each image with a same-bytes copy in
     its class. Only files whose size occurs twice in a class are read."""
     first_of = {}
     for images in found.values():
@@ -369,7 +372,7 @@ def _twins(root: Path, found: dict[str, list]) -> dict[str, str]:
             for relpath in paths:
                 by_content.setdefault(_content_hash(root / relpath), []).append(relpath)
         for digest, paths in by_content.items():
-            if digest is not None and len(paths) > 1:
+            if digest is not None and len(paths) > 1 and _decodes(root / paths[0]):
                 first_of.update(dict.fromkeys(paths, min(paths)))
     return first_of
 
@@ -406,6 +409,15 @@ def _across_classes(files: list, key) -> list[list]:
         groups.setdefault(key(file), []).append(file)
     return [group for value, group in groups.items()
             if value is not None and len({file[0] for file in group}) > 1]
+
+
+def _decodes(path: Path) -> bool:
+    """Whether ``path`` decodes as an image, as extraction reads it (at a few pixels a side)."""
+    try:
+        load_pixels(path, 8)
+    except Exception:  # extraction skips any undecodable file with its reason, as this does
+        return False
+    return True
 
 
 def _content_hash(path: Path) -> bytes | None:

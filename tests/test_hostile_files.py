@@ -173,6 +173,25 @@ def test_one_photo_under_two_classes_is_refused_naming_both(tmp_path, make, what
         scan_dataset(tmp_path, 0.5)
 
 
+def test_equal_bytes_that_are_no_image_are_skipped_and_reported_not_refused(cli, tmp_path):
+    """A failed download leaves empty files and error pages saved as .jpg, the same bytes in
+    several classes: not one photo under two classes. Extraction skips and reports each."""
+    data = tmp_path / "data"
+    write_images(data, {"cats": 10, "dogs": 10})
+    for name in ("cats", "dogs"):
+        (data / name / "empty.jpg").write_bytes(b"")
+        (data / name / "error.jpg").write_bytes(b"<html>404 Not Found</html>")
+        (data / name / "error again.jpg").write_bytes(b"<html>404 Not Found</html>")
+    result = cli(*extract_args(data, cli.cache, "--max-bad", "0.3"))
+    assert result.exit_code == 0, result.output
+    (folder,) = [p for p in cli.cache.iterdir() if p.is_dir()]
+    skipped = {entry["path"] for entry in FeatureStore(folder).manifest["skipped"]}
+    assert skipped == {f"{name}/{file}" for name in ("cats", "dogs")
+                       for file in ("empty.jpg", "error.jpg", "error again.jpg")}
+    assert "Skipped 6 unreadable file(s)" in result.output
+    assert "same-bytes copies" not in result.output
+
+
 def test_copies_within_a_class_and_equal_sizes_across_classes_are_kept(tmp_path):
     write_images(tmp_path, {"cats": 5, "dogs": 5})
     (tmp_path / "cats" / "copy.jpg").write_bytes((tmp_path / "cats" / "img_002.JPG").read_bytes())
