@@ -98,12 +98,12 @@ head: $(USES_STORE)
 compare: $(if $(or $(DATA),$(NO_STORE_YET)),features,$(RUNTIME))
 	$(CLI) compare --heads $(HEADS) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
-## Classify IMAGES (files or folders) with a fitted HEAD
+## Classify IMAGES (files or folders; a name with spaces quoted inside: IMAGES='"my photos/" a.jpg') with a fitted HEAD
 .PHONY: predict
 # stdout is the predictions alone, so `make predict FORMAT=csv > out.csv` is a CSV: the command is
 # not echoed, and with DATA, building its store first writes to stderr.
 predict: $(RUNTIME)
-	@test -n "$(IMAGES)" || { echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2; }
+	$(if $(strip $(IMAGES)),,@echo 'error: set IMAGES, e.g. make predict IMAGES="a.jpg photos/"' >&2; exit 2)
 	$(if $(DATA),@$(MAKE) --no-print-directory features >&2)
 	@$(CLI) predict $(IMAGES) --head $(HEAD) --format $(FORMAT) --top-k $(TOP_K) --store $(STORE) \
 		--cache "$(CACHE)" --runs "$(RUNS)"

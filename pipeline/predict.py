@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,16 +73,28 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
     a folder-sized file) gets its own error record; inside folders only regular files count.
     """
     paths = []
-    for item in items:
+    for index, item in enumerate(items):
         if item.is_dir():
             paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name))
         elif item.exists() or item.is_symlink():
             paths.append(item)
         else:
-            raise PipelineError(f"No such image or folder: {item}")
+            raise PipelineError(f"No such image or folder: {item}{_split_name_hint(items, index)}")
     if not paths:
         raise PipelineError(f"No images found in {', '.join(map(str, items))}.")
     return paths
+
+
+def _split_name_hint(items: list[Path], index: int) -> str:
+    """Where ``items[index]`` and the items after it, joined by spaces, name a file or folder (a
+    name with spaces, split by `make predict IMAGES=...`), how to keep it whole; else "". The items
+    after it are taken as typed, relative to the working folder (the CLI made them absolute)."""
+    for stop in range(index + 2, len(items) + 1):
+        joined = " ".join([str(items[index]), *(os.path.relpath(item) for item in items[index + 1:stop])])
+        if Path(joined).exists():
+            return (f" ('{joined}' exists: a name with spaces was split; quote it, e.g. "
+                    f"make predict IMAGES='\"{joined}\"')")
+    return ""
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:

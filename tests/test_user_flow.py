@@ -22,7 +22,7 @@ def make(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def test_make_head_and_compare_fit_on_the_users_store_not_the_demo(tmp_path):
-    photos = write_images(tmp_path / "photos", {"cats": 10, "dogs": 10})[0].parents[1]
+    photos = write_images(tmp_path / "my photos", {"cats": 10, "dogs": 10})[0].parents[1]
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     common = [f"CACHE={cache}", f"RUNS={runs}"]
 
@@ -47,7 +47,7 @@ def test_make_head_and_compare_fit_on_the_users_store_not_the_demo(tmp_path):
     assert (runs / store.name / "svm" / "run.json").is_file()
     # stdout is the predictions alone (with DATA too, whose store is checked first): redirected, a CSV
     for data in ([], [f"DATA={photos}", "WEIGHTS=none", "IMAGE_SIZE=32", "PRECISION=fp32"]):
-        predicted = make("predict", f"IMAGES={photos}", "HEAD=svm", "FORMAT=csv", *data, *common)
+        predicted = make("predict", f'IMAGES="{photos}"', "HEAD=svm", "FORMAT=csv", *data, *common)
         assert predicted.returncode == 0, predicted.stderr
         rows = list(csv.DictReader(io.StringIO(predicted.stdout)))
         assert len(rows) == 20 and {row["class"] for row in rows} <= {"cats", "dogs"}
@@ -164,6 +164,17 @@ def test_predict_exit_codes(fitted_logreg, flat_folder, tmp_path):
     assert cli("predict", good, *common).exit_code == 0
     assert cli("predict", good, bad, *common).exit_code == 3
     assert cli("predict", bad, *common).exit_code == 1
+
+
+def test_a_name_with_spaces_split_into_words_is_named_whole_in_the_error(fitted_logreg, tmp_path, monkeypatch):
+    """`make predict IMAGES="my photos"` hands predict two words; the error says what exists."""
+    cli = fitted_logreg
+    write_images(tmp_path / "my photos", {"beta": 2})
+    monkeypatch.chdir(tmp_path)
+    result = cli("predict", "my", "photos", "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 1
+    assert f"'{tmp_path / 'my photos'}' exists: a name with spaces was split; quote it" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_export_never_replaces_what_it_did_not_write(fitted_logreg, tmp_path):
