@@ -31,7 +31,9 @@ from features.errors import FeatureError
 from features.images import file_kind, load_pixels, open_regular
 from features.spec import Layout
 
-ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+ALLOWLIST_FORMATS = (".avif", ".bmp", ".gif", ".jfif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+# Photo formats Pillow has no decoder for: skipped with a reason that says so, not passed over.
+UNDECODED_FORMATS = (".heic", ".heif")
 SPLITS = ("train", "validation", "test")
 SPLIT_FOLDER_NAMES = {
     "train": "train", "training": "train",
@@ -98,11 +100,11 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(ALLOWLIST_FORMATS)
 
 
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
 def has_image_signature(path: str) -> bool:
-    """True when the regular file at ``path`` starts like a JPEG, PNG, GIF, BMP or WebP."""
+    """True when the regular file at ``path`` starts like a JPEG, PNG, GIF, BMP, TIFF or WebP."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(12)
@@ -198,6 +200,8 @@ def _inspect(entry: os.DirEntry) -> os.stat_result | str | None:
         return _reason(error) if is_image_name(entry.name) else None
     if stat.S_ISDIR(info.st_mode):  # only a link: real folders are walked
         return "link to a folder, not followed"
+    if entry.name.lower().endswith(UNDECODED_FORMATS):
+        return f"{entry.name.rsplit('.', 1)[-1].upper()} is not a format this tool decodes; convert it to JPEG or PNG"
     if not is_image_name(entry.name):
         return info if stat.S_ISREG(info.st_mode) and has_image_signature(entry.path) else None
     if not stat.S_ISREG(info.st_mode):

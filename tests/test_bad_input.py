@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from features import FeatureStore, load_pixels
-from tests.conftest import extract_args, write_images
+from tests.conftest import extract_args, pattern_image, write_images
 
 SIZE = 32
 
@@ -117,3 +117,31 @@ def test_a_class_left_with_no_readable_image_fails(cli, tmp_path):
     result = cli(*extract_args(data, cli.cache, "--max-bad", "1"))
     assert result.exit_code == 1
     assert "No readable" in result.output and "dogs" in result.output
+
+
+def test_tiff_avif_and_jfif_photos_are_read_and_heic_is_skipped_saying_why(cli, tmp_path):
+    """Aerial and scanned sets come as TIFF, photos saved from the web as JFIF or AVIF, a phone's
+    as HEIC: what Pillow decodes is read (a TIFF's pixels are its PNG's), the rest left out saying why."""
+    data = tmp_path / "data"
+    write_images(data, {"cats": 8, "dogs": 8})
+    for label, name in enumerate(("cats", "dogs")):
+        picture = pattern_image(label, 50)
+        picture.save(data / name / "scan.tif")
+        picture.save(data / name / "aerial.TIFF", compression="tiff_lzw")
+        picture.save(data / name / "web.jfif", format="JPEG")
+        picture.save(data / name / "new.avif")
+        (data / name / "phone.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    (data / "dogs" / "lost its dot").write_bytes((data / "dogs" / "scan.tif").read_bytes())
+    pattern_image(0, 50).save(tmp_path / "scan.png")
+    assert (load_pixels(data / "cats" / "scan.tif", SIZE) == load_pixels(tmp_path / "scan.png", SIZE)).all()
+
+    result = cli(*extract_args(data, cli.cache, "--max-bad", "0.2"))
+    assert result.exit_code == 0, result.output
+    (folder,) = [p for p in cli.cache.iterdir() if p.is_dir()]
+    store = FeatureStore(folder)
+    reasons = {entry["path"]: entry["reason"] for entry in store.manifest["skipped"]}
+    assert reasons == {f"{name}/phone.HEIC": "HEIC is not a format this tool decodes; convert it to JPEG or PNG"
+                       for name in ("cats", "dogs")}
+    paths = {p for split in store.splits for p in store.source_paths(store.split_arrays(split)["sources"])}
+    assert {f"{name}/{file}" for name in ("cats", "dogs")
+            for file in ("scan.tif", "aerial.TIFF", "web.jfif", "new.avif")} | {"dogs/lost its dot"} <= paths
