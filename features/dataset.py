@@ -32,6 +32,7 @@ from features.images import file_kind, load_pixels, open_regular
 from features.spec import Layout
 
 ALLOWLIST_FORMATS = (".avif", ".bmp", ".gif", ".jfif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
 # Photo formats Pillow has no decoder for: skipped with a reason that says so, not passed over.
 UNDECODED_FORMATS = (".heic", ".heif")
 SPLITS = ("train", "validation", "test")
@@ -234,7 +235,7 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
         plan.warnings.append("Class folder(s) with no images, not counted as classes: "
                              f"{', '.join(map(shown, empty))}.")
     class_names = [name for name in plan.folders if found.get(name)]
-    _check_classes(root, class_names)
+    _check_classes(root, class_names, {name: found[name] for name in class_names})
     _check_duplicates(root, found)
     first_of = _twins(root, found)  # a set of copies takes the split of its first path
     sources = [
@@ -257,6 +258,12 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
 
 
 def _check_arguments(root: Path, val_fraction: float, layout: str) -> None:
+    if root.is_file():
+        archive = root.name.lower().endswith(ARCHIVE_SUFFIXES)
+        raise FeatureError(
+            f"{shown(root)} is a file, not a folder. "
+            f"{'Unpack the archive and pass' if archive else 'Pass'} `data` a folder laid out as root/<class>/*.jpg."
+        )
     if not root.is_dir():
         raise FeatureError(
             f"Data folder not found: {shown(root)}. Pass `data` with a folder laid out as "
@@ -331,7 +338,7 @@ def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float,
     return _Plan("splits", folders, skipped, warnings)
 
 
-def _check_classes(root: Path, class_names: list[str]) -> None:
+def _check_classes(root: Path, class_names: list[str], found: dict[str, list]) -> None:
     if not class_names:
         raise FeatureError(
             f"No images in {shown(root)} (formats: {', '.join(ALLOWLIST_FORMATS)}). "
@@ -340,8 +347,22 @@ def _check_classes(root: Path, class_names: list[str]) -> None:
     if len(class_names) < 2:
         raise FeatureError(
             f"Only one class with images in {shown(root)} ({shown(class_names[0])}); a classifier "
-            "needs at least two. Add a folder of images per class."
+            f"needs at least two. Add a folder of images per class.{_nested_classes_hint(root, found)}"
         )
+
+
+def _nested_classes_hint(root: Path, found: dict[str, list]) -> str:
+    """Where the one class folder of a flat ``root`` holds no image of its own but subfolders of
+    them (an archive unpacked into a folder of its name), the `data` that takes those as classes."""
+    ((name, images),) = found.items()
+    if any(split_name for split_name, _, _ in images):  # split folders: their classes are a level down
+        return ""
+    subfolders = {Path(relpath).parts[1] if len(Path(relpath).parts) > 2 else None for _, relpath, _ in images}
+    if None in subfolders or len(subfolders) < 2:
+        return ""
+    listed = ", ".join(map(shown, sorted(subfolders)[:3])) + (", ..." if len(subfolders) > 3 else "")
+    return (f" Its images lie in {len(subfolders)} subfolders ({listed}): if those are the classes, pass "
+            f"`data` {shown(root / name)}.")
 
 
 def _check_duplicates(root: Path, found: dict[str, list]) -> None:

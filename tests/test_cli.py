@@ -126,6 +126,14 @@ def test_bad_data_folders(cli, tmp_path):
     write_images(tmp_path / "split" / "train", {"a": 4})
     write_images(tmp_path / "split" / "validation", {"a": 2, "b": 2})
     one_line_error(cli(*extract_args(tmp_path / "split", cli.cache)), "train/ lacks: b")
+    # An archive unpacked into a folder of its name: one "class" of class folders; the archive itself.
+    write_images(tmp_path / "unpacked" / "flowers", {"roses": 3, "tulips": 3})
+    one_line_error(cli(*extract_args(tmp_path / "unpacked", cli.cache)), "Only one class with images",
+                   "Its images lie in 2 subfolders (roses, tulips): if those are the classes, pass --data "
+                   f"{tmp_path / 'unpacked' / 'flowers'}.")
+    (tmp_path / "flowers.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    one_line_error(cli(*extract_args(tmp_path / "flowers.zip", cli.cache)), "flowers.zip is a file, not a folder. "
+                   "Unpack the archive and pass --data a folder")
 
 
 def test_unreadable_files_beyond_the_limit_fail(cli, tmp_path):
