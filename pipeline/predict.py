@@ -10,7 +10,7 @@ import numpy as np
 
 from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engine, view_features
 from features.calibration import int8_problems, recorded_int8_sha256
-from features.dataset import is_image_name
+from features.dataset import UNDECODED_FORMATS, is_image_name
 from features.images import describe_error
 from heads import Head
 from pipeline.errors import PipelineError
@@ -81,7 +81,10 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
         else:
             raise PipelineError(f"No such image or folder: {item}{_split_name_hint(items, index)}")
     if not paths:
-        raise PipelineError(f"No images found in {', '.join(map(str, items))}.")
+        undecoded = [p for item in items if item.is_dir() for p in item.rglob("*") if p.name.lower().endswith(UNDECODED_FORMATS)]
+        raise PipelineError(f"No images found in {', '.join(map(str, items))}"
+                            + (f" ({len(undecoded)} HEIC/HEIF file(s), a format this tool does not decode: "
+                               "convert them to JPEG or PNG)." if undecoded else "."))
     return paths
 
 

@@ -177,6 +177,15 @@ def test_a_name_with_spaces_split_into_words_is_named_whole_in_the_error(fitted_
     assert "Traceback" not in result.output
 
 
+def test_a_folder_of_heic_photos_is_told_to_convert_them(fitted_logreg, tmp_path):
+    cli = fitted_logreg
+    (tmp_path / "phone").mkdir()
+    (tmp_path / "phone" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    result = cli("predict", tmp_path / "phone", "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 1
+    assert "1 HEIC/HEIF file(s), a format this tool does not decode: convert them to JPEG or PNG" in result.output
+
+
 def test_export_never_replaces_what_it_did_not_write(fitted_logreg, tmp_path):
     cli = fitted_logreg
     common = ("--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
