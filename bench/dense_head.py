@@ -26,6 +26,7 @@ Prints one line per data set, size and configuration; writes nothing.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def main(argv=None) -> None:
     parser.add_argument("--configs", nargs="+", choices=[RECIPE, *CONFIGS], default=["input_dropout 0.5"],
                         help="configurations (default: input_dropout 0.5, the dense head's)")
     args = parser.parse_args(argv)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints, as `compare` hides them
     args.cache.mkdir(parents=True, exist_ok=True)
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
