@@ -16,7 +16,8 @@ image with their standard error.
 
 Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
 default), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
-SVM may choose), ``recipe`` (the Keras blog's top model, trained on the same rows' flattened
+SVM may choose), ``sqrt_l2 input`` (the default on block 5's columns after logreg's signed square
+root + L2 per group, computed here before the network: no built-in Keras layer computes it), ``recipe`` (the Keras blog's top model, trained on the same rows' flattened
 block5_pool maps from a ``--pooling none`` store, one row: a run's figure averaged over seeds); by
 default ``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
 
@@ -40,12 +41,24 @@ from normalization import DATASETS, draws, paired_difference, pooled, split_with
 
 from features import FeatureStore  # noqa: E402
 from heads import DenseHead  # noqa: E402
+from heads._sklearn import signed_sqrt_l2  # noqa: E402
 from pipeline.runs import BLOCK5, COLUMN_CHOICES  # noqa: E402
 
 BLOCK45 = COLUMN_CHOICES[1]
 
 CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"input_dropout": 0.5},
-           "blocks 4+5": {"columns": BLOCK45}}
+           "blocks 4+5": {"columns": BLOCK45}, "sqrt_l2 input": {}}
+SQRT_L2_INPUT = {"sqrt_l2 input"}  # configurations whose rows are normalised as logreg's before the network
+
+
+def sqrt_l2_groups(X: np.ndarray, column_groups: dict, columns: str) -> np.ndarray:
+    """``X`` with each of ``columns``' groups signed-square-rooted and L2-normalised per row, as
+    logreg's ``sqrt_l2`` does (a per-row function: no fold's rows inform another's)."""
+    X = np.array(X, dtype=np.float32)
+    for name in columns.split("+"):
+        start, stop = column_groups[name]
+        X[:, start:stop] = signed_sqrt_l2(X[:, start:stop])
+    return X
 RECIPE = "recipe"  # not a DenseHead: the Keras blog's top model on the flattened block5_pool maps
 
 
@@ -59,6 +72,7 @@ def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndar
     right, losses = {row: [] for row in rows}, {row: [] for row in rows}
     seconds = dict.fromkeys(rows, 0.0)
     classes, y_index = np.unique(y, return_inverse=True)
+    normalised = sqrt_l2_groups(X, store.column_groups, BLOCK5) if SQRT_L2_INPUT & set(configs) else None
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
         for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
@@ -70,9 +84,10 @@ def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndar
                     probas = [train_recipe(maps[fit_rows], y_index[fit_rows], len(classes), seed).predict(
                         maps[test_rows], verbose=0).astype(np.float64) for seed in range(seeds)]
                 else:
+                    inputs = normalised if name in SQRT_L2_INPUT else X
                     probas = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
-                                           "networks": 1, **CONFIGS[name]}).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
-                              .predict_proba(X[test_rows]) for seed in range(seeds)]
+                                           "networks": 1, **CONFIGS[name]}).fit(inputs[fit_rows], y[fit_rows], groups[fit_rows])
+                              .predict_proba(inputs[test_rows]) for seed in range(seeds)]
                 elapsed = time.perf_counter() - started
                 seconds[name] += elapsed / seeds
                 chances = {name: probas}
