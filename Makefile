@@ -98,7 +98,7 @@ head: $(USES_STORE)
 compare: $(if $(or $(DATA),$(NO_STORE_YET)),features,$(RUNTIME))
 	$(CLI) compare --heads $(HEADS) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
-## Classify IMAGES (files or folders; a name with spaces quoted inside: IMAGES='"my photos/" a.jpg') with a fitted HEAD
+## Classify IMAGES (files or folders; read as shell words: quote a name with spaces or ( ), IMAGES='"my photos (2)/" a.jpg') with a fitted HEAD
 .PHONY: predict
 # stdout is the predictions alone, so `make predict FORMAT=csv > out.csv` is a CSV: the command is
 # not echoed, and with DATA, building its store first writes to stderr.

@@ -22,7 +22,7 @@ def make(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def test_make_head_and_compare_fit_on_the_users_store_not_the_demo(tmp_path):
-    photos = write_images(tmp_path / "my photos", {"cats": 10, "dogs": 10})[0].parents[1]
+    photos = write_images(tmp_path / "my photos (2)", {"cats": 10, "dogs": 10})[0].parents[1]
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     common = [f"CACHE={cache}", f"RUNS={runs}"]
 
