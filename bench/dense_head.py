@@ -17,9 +17,10 @@ image with their standard error.
 Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
 default), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
 SVM may choose), ``sqrt_l2 input`` (the default on block 5's columns after logreg's signed square
-root + L2 per group, computed here before the network: no built-in Keras layer computes it), ``recipe`` (the Keras blog's top model, trained on the same rows' flattened
-block5_pool maps from a ``--pooling none`` store, one row: a run's figure averaged over seeds); by
-default ``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
+root + L2 per group, computed here before the network: no built-in Keras layer computes it),
+``recipe`` (the Keras blog's top model, trained on the same rows' flattened block5_pool maps from a
+``--pooling none`` store, one row: a run's figure averaged over seeds); by default
+``input_dropout 0.5`` alone, one network against ``--seeds`` averaged.
 
 Prints one line per data set, size and configuration; writes nothing.
 """
@@ -59,6 +60,8 @@ def sqrt_l2_groups(X: np.ndarray, column_groups: dict, columns: str) -> np.ndarr
         start, stop = column_groups[name]
         X[:, start:stop] = signed_sqrt_l2(X[:, start:stop])
     return X
+
+
 RECIPE = "recipe"  # not a DenseHead: the Keras blog's top model on the flattened block5_pool maps
 
 

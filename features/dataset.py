@@ -235,7 +235,7 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
         plan.warnings.append("Class folder(s) with no images, not counted as classes: "
                              f"{', '.join(map(shown, empty))}.")
     class_names = [name for name in plan.folders if found.get(name)]
-    _check_classes(root, class_names, {name: found[name] for name in class_names})
+    _check_classes(root, class_names, found)
     _check_duplicates(root, found)
     first_of = _twins(root, found)  # a set of copies takes the split of its first path
     sources = [
@@ -347,14 +347,15 @@ def _check_classes(root: Path, class_names: list[str], found: dict[str, list]) -
     if len(class_names) < 2:
         raise FeatureError(
             f"Only one class with images in {shown(root)} ({shown(class_names[0])}); a classifier "
-            f"needs at least two. Add a folder of images per class.{_nested_classes_hint(root, found)}"
+            "needs at least two. Add a folder of images per class."
+            f"{_nested_classes_hint(root, class_names[0], found[class_names[0]])}"
         )
 
 
-def _nested_classes_hint(root: Path, found: dict[str, list]) -> str:
-    """Where the one class folder of a flat ``root`` holds no image of its own but subfolders of
-    them (an archive unpacked into a folder of its name), the `data` that takes those as classes."""
-    ((name, images),) = found.items()
+def _nested_classes_hint(root: Path, name: str, images: list) -> str:
+    """Where ``name``, the one class folder of a flat ``root``, holds no image of its own but
+    subfolders of them (an archive unpacked into a folder of its name), the `data` that takes those
+    as classes."""
     if any(split_name for split_name, _, _ in images):  # split folders: their classes are a level down
         return ""
     subfolders = {Path(relpath).parts[1] if len(Path(relpath).parts) > 2 else None for _, relpath, _ in images}

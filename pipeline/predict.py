@@ -81,7 +81,8 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
         else:
             raise PipelineError(f"No such image or folder: {item}{_split_name_hint(items, index)}")
     if not paths:
-        undecoded = [p for item in items if item.is_dir() for p in item.rglob("*") if p.name.lower().endswith(UNDECODED_FORMATS)]
+        undecoded = [path for item in items if item.is_dir() for path in item.rglob("*")
+                     if path.name.lower().endswith(UNDECODED_FORMATS)]
         raise PipelineError(f"No images found in {', '.join(map(str, items))}"
                             + (f" ({len(undecoded)} HEIC/HEIF file(s), a format this tool does not decode: "
                                "convert them to JPEG or PNG)." if undecoded else "."))
