@@ -22,7 +22,7 @@ class LogRegHead(SklearnHead):
     search_space : dict or None, e.g. ``{"C": [0.01, 0.1, 1.0]}``; None fits ``C`` as given.
     cv_folds : int, folds of the search.
     search_max_samples : int, most training rows the search runs on (whole groups, drawn at random).
-    n_jobs : int, joblib workers for the search (-1: all cores).
+    n_jobs : int, joblib workers for the search (-1: all cores; a small fit runs in process).
     """
 
     name = "logreg"

@@ -140,10 +140,10 @@ class SVMHead(SklearnHead):
                 folds = grouped_folds(y, groups, folds, self.seed)
         if method == "temperature":
             twin = None if ensemble else precomputed_twin(svm)  # kept fold models stay plain SVMs
-            calibrated = TemperatureCalibration(svm, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs,
+            calibrated = TemperatureCalibration(svm, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs_,
                                                 fold_estimator=twin)
         else:
-            calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs)
+            calibrated = CalibratedClassifierCV(svm, method=method, cv=folds, ensemble=ensemble, n_jobs=self.n_jobs_)
         return head_pipeline(self, calibrated, normalize, columns)
 
     def _search_grid(self, n_samples: int):
