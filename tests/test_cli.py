@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from features.calibration import model_identity
 from tests.conftest import extract_args, write_images
 
 COMMANDS = ("features", "head", "compare", "predict", "verify", "export")
@@ -63,24 +62,6 @@ def test_head_says_how_the_dense_networks_were_trained(cli, flat_folder):
     assert result.exit_code == 0, result.output
     assert re.search(r"fitted: 2 networks averaged, trained \d and \d epochs? \(early stopping on a grouped "
                      r"holdout\); then refitted on all \d+ training rows", result.output), result.output
-
-
-def test_compare_ranks_every_head(compared):
-    """On the comparison that tests/test_compare_report.py examines further (conftest's ``compared``)."""
-    _, _, folder, _, result = compared
-    board = folder / "leaderboard.json"
-    rows = json.loads(board.read_text())["rows"]
-    assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
-    assert [row["rank"] for row in rows] == [1, 2, 3, 4]
-    for row in rows:  # each row names the exact model it scored
-        recorded = json.loads((folder / row["head"] / "run.json").read_text())["model_sha256"]
-        assert row["model"] == model_identity(recorded) and row["model"].startswith("sha256:")
-    accuracies = [row["accuracy"] for row in rows]
-    assert accuracies == sorted(accuracies, reverse=True)
-    markdown = (board.parent / "leaderboard.md").read_text()
-    assert all(row["head"] in markdown for row in rows) and "| rank | head |" in markdown
-    for row in rows:
-        assert row["head"] in result.output
 
 
 def test_predict_text_and_json(cli, flat_folder, tmp_path):

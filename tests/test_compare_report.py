@@ -11,22 +11,57 @@ import pytest
 from PIL import Image, ImageOps
 
 from features import load_pixels
+from features.calibration import model_identity
 from pipeline.stats import mcnemar
-from tests.conftest import pattern_image, quick_dense_defaults
+from tests.conftest import extract_args, make_cli, pattern_image, quick_dense_defaults, write_images
 
 
 @pytest.fixture(scope="module", autouse=True)
 def quick_dense_head():
-    """Every compare here fits the dense head with fewer epochs, as the shared one (conftest's
-    ``compared``) did."""
+    """Every compare here, ``compared`` first, fits the dense head with fewer epochs."""
     with quick_dense_defaults():
         yield
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """One `compare` of every head, made once for this file: three classes in train/validation/test
+    folders, extracted with one augmented pass.
+
+    Returns (cli, data folder, runs folder of the store, leaderboard, compare's CLI result)."""
+    cli = make_cli(tmp_path_factory.mktemp("compare"))
+    data = cli.cache.parent / "data"
+    write_images(data / "train", {"alpha": 14, "beta": 14, "gamma": 14})
+    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
+    write_images(data / "test", {"alpha": 5, "beta": 5, "gamma": 5}, start=200)
+    assert cli(*extract_args(data, cli.cache, "--passes", "1")).exit_code == 0
+    result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
+    assert result.exit_code == 0, result.output
+    (board_path,) = list(cli.runs.glob("*/leaderboard.json"))
+    return cli, data, board_path.parent, json.loads(board_path.read_text()), result
 
 
 @pytest.fixture(scope="module")
 def cli(compared):
     """The cache and runs folder of the shared comparison: the comparison is made once."""
     return compared[0]
+
+
+def test_compare_ranks_every_head(compared):
+    _, _, folder, _, result = compared
+    board = folder / "leaderboard.json"
+    rows = json.loads(board.read_text())["rows"]
+    assert sorted(row["head"] for row in rows) == ["dense", "ensemble", "logreg", "svm"]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:  # each row names the exact model it scored
+        recorded = json.loads((folder / row["head"] / "run.json").read_text())["model_sha256"]
+        assert row["model"] == model_identity(recorded) and row["model"].startswith("sha256:")
+    accuracies = [row["accuracy"] for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    markdown = (board.parent / "leaderboard.md").read_text()
+    assert all(row["head"] in markdown for row in rows) and "| rank | head |" in markdown
+    for row in rows:
+        assert row["head"] in result.output
 
 
 def test_compare_twice_gives_the_same_numbers(cli, compared):
