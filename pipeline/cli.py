@@ -433,14 +433,13 @@ def predict(
     runs: RunsOption = config.RUNS_DIR,
 ):
     """Classify images with the store's exact VGG16 settings and a fitted head."""
-    from pipeline.export import load_export
     from pipeline.predict import Predictor, expand_image_paths, predict_paths
     from pipeline.predict_output import format_predictions
     from pipeline.runs import load_run
     from pipeline.stores import open_store, recorded_weights
 
     if export is not None:
-        predictor = load_export(export)
+        predictor = Predictor.from_export(export)
     else:
         feature_store = open_store(cache, store)
         predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head.value))

@@ -16,7 +16,7 @@ new export is written under a temporary name first and swapped in whole.
   resize; a JPEG decoded in full differs by that reduced-scale decode.
 - scikit-learn heads: a folder, ``export.json`` (backbone settings, weights, class names,
   sha256 of the head files) and ``model/`` (plus ``int8/``, the calibrated base, for an
-  int8 store), which ``predict --export`` loads.
+  int8 store), which ``predict --export`` loads (``Predictor.from_export``: no Keras needed).
 """
 
 from __future__ import annotations
@@ -30,18 +30,16 @@ import keras
 import numpy as np
 
 from features import FeatureStore, build_backbone
-from features.calibration import INT8_DIR, int8_problems, model_hashes
+from features.calibration import INT8_DIR, model_hashes
 from features.store import atomic_write_bytes
-from heads import DenseHead, FinetuneHead, LogRegHead, head_class
+from heads import DenseHead, FinetuneHead, LogRegHead
 from heads._base import selected_ranges
 from heads._dense import column_model
 from pipeline.errors import PipelineError
-from pipeline.predict import Predictor, backbone_settings
+from pipeline.predict import EXPORT_FILE, Predictor
 from pipeline.replace import replace_folder
 from pipeline.runs import MODEL_DIR, Run, hash_folder
 from pipeline.stores import recorded_weights, write_json
-
-EXPORT_FILE = "export.json"
 
 
 def horizontal_flip(width: int) -> keras.Sequential:
@@ -212,24 +210,3 @@ def _export_keras(predictor: Predictor, out: Path, weights_override: str | None)
     atomic_write_bytes(classes_file(out), (json.dumps(
         [predictor.class_names[int(c)] for c in predictor.head.classes_], indent=1) + "\n").encode())
     return out
-
-
-def load_export(folder: Path) -> Predictor:
-    """A ``Predictor`` from an exported folder, after checking its head files' sha256."""
-    path = folder / EXPORT_FILE
-    if not path.is_file():
-        raise PipelineError(f"No {EXPORT_FILE} in {folder}: not an exported head folder. Create one with "
-                            "`python -m pipeline export`.")
-    info = json.loads(path.read_text())
-    if hash_folder(folder / MODEL_DIR) != info["model_sha256"]:
-        raise PipelineError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
-                            "export it again.")
-    int8_folder = None
-    if "int8_sha256" in info:
-        problems = int8_problems(folder, info["int8_sha256"])
-        if problems:
-            raise PipelineError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
-        int8_folder = folder
-    head = head_class(info["head"]).load(folder / MODEL_DIR)
-    return Predictor(backbone_settings(info["backbone"]), info["dtype"], info["weights"],
-                     info["class_names"], head, int8_folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,15 @@ from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engi
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import UNDECODED_FORMATS, is_image_name
 from features.images import describe_error
-from heads import Head
+from heads import Head, head_class
 from pipeline.errors import PipelineError
-from pipeline.runs import Run, class_probabilities
+from pipeline.runs import MODEL_DIR, Run, class_probabilities, hash_folder
 from pipeline.stores import refresh_command
 
 BACKBONE_SETTINGS = ("image_size", "pooling", "seed", "precision", "engine", "batch_size", "views")
 # What a store written before an engine (or views) was chosen ran with.
 BACKBONE_DEFAULTS = {"precision": "fp32", "engine": "keras", "batch_size": 32, "views": 1}
+EXPORT_FILE = "export.json"  # an exported head folder's record (pipeline/export.py writes it)
 
 
 @dataclass
@@ -59,6 +61,27 @@ class Predictor:
         return cls(backbone_settings(store.manifest["config"]), store.manifest["dtype"],
                    {k: store.manifest["weights"][k] for k in ("identity", "path")},
                    store.class_names, run.head, int8_folder)
+
+    @classmethod
+    def from_export(cls, folder: Path) -> "Predictor":
+        """From an exported head folder, after checking its head files' sha256 (before any is opened)."""
+        path = folder / EXPORT_FILE
+        if not path.is_file():
+            raise PipelineError(f"No {EXPORT_FILE} in {folder}: not an exported head folder. Create one with "
+                                "`python -m pipeline export`.")
+        info = json.loads(path.read_text())
+        if hash_folder(folder / MODEL_DIR) != info["model_sha256"]:
+            raise PipelineError(f"The head files in {folder / MODEL_DIR} do not match the sha256 in {EXPORT_FILE}; "
+                                "export it again.")
+        int8_folder = None
+        if "int8_sha256" in info:
+            problems = int8_problems(folder, info["int8_sha256"])
+            if problems:
+                raise PipelineError(f"Cannot use the export {folder}: {problems[0]}. Export it again.")
+            int8_folder = folder
+        head = head_class(info["head"]).load(folder / MODEL_DIR)
+        return cls(backbone_settings(info["backbone"]), info["dtype"], info["weights"], info["class_names"],
+                   head, int8_folder)
 
 
 def backbone_settings(config: dict) -> dict:

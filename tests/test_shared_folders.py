@@ -15,7 +15,7 @@ import pytest
 import skops.io
 
 from pipeline.runs import hash_folder
-from tests.conftest import cli_process, extract_args, make_cli, write_images
+from tests.conftest import REPORT_TENSORFLOW, cli_process, extract_args, make_cli, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,9 +80,11 @@ def test_a_planted_model_in_a_runs_folder_is_refused_unopened(fitted, tmp_path, 
     else:  # a skops file naming a type no head holds
         plant(run / "model", run / "run.json", "model.skops", skops.io.dumps({"run": os.system}))
         expected = ("model.skops", "system", "not opened")
-    result = cli_process("predict", photos, "--head", "logreg", "--cache", cli.cache, "--runs", runs, prelude="pass")
+    result = cli_process("predict", photos, "--head", "logreg", "--cache", cli.cache, "--runs", runs,
+                         prelude=REPORT_TENSORFLOW)
     one_error_line(result, *expected)
     assert not marker.exists()
+    assert "tensorflow loaded: False" in result.stderr  # refused at once, before the extractor starts
 
 
 def test_a_planted_pickle_in_an_export_folder_is_refused_unopened(fitted, tmp_path):
@@ -92,8 +94,10 @@ def test_a_planted_pickle_in_an_export_folder_is_refused_unopened(fitted, tmp_pa
     marker = tmp_path / "code-ran"
     import pickle
     plant(out / "model", out / "export.json", "model.joblib", pickle.dumps(Payload(marker)))
-    one_error_line(cli_process("predict", photos, "--export", out, prelude="pass"), "model.joblib", "never opened")
+    result = cli_process("predict", photos, "--export", out, prelude=REPORT_TENSORFLOW)
+    one_error_line(result, "model.joblib", "never opened")
     assert not marker.exists()
+    assert "tensorflow loaded: False" in result.stderr
 
 
 def test_export_force_refuses_a_folder_holding_files_it_did_not_write(fitted, tmp_path):
