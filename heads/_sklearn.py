@@ -36,10 +36,10 @@ COLUMNS = [None, str]  # "+"-joined names of the groups used; None: every column
 INPUT_PARAMS = ("normalize", "columns")  # searched in the pipeline's first step, named ``normalize``
 SCALING_STEPS = ("minmaxscaler", "standardscaler")  # the pipeline's steps between it and the estimator
 # A fit of fewer feature values runs in this process, on one BLAS thread as joblib's workers do:
-# starting the workers costs seconds that a small search never wins back. Measured on a 2-core
-# AVX2 EPYC (logreg's search and fit, 2,560 columns, 4 classes): 200 rows 1.1 s in process against
-# 3.9 s on workers, 800 rows 2.8 s against 5.0 s, 2,400 rows 13.9 s against 11.0 s. On two BLAS
-# threads in process the same 200 rows took 10 s.
+# starting the workers costs seconds that a small search never wins back. bench/fit_workers.py on a
+# 2-core AVX2 EPYC (logreg's search and fit, 2,560 columns, 4 classes): 200 rows 1.3 s in process
+# against 4.0 s on workers, 800 rows 2.5 s against 5.0 s, 2,400 rows 12.3 s against 9.8 s; on two
+# BLAS threads in process the same 200 rows took 9.3 s (docs/benchmarks.md).
 IN_PROCESS_VALUES = 1_000_000
 
 
