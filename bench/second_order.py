@@ -103,11 +103,12 @@ def linear_kernel(features: dict, groups: list[str]) -> np.ndarray:
     return X @ X.T
 
 
-def paired_scores(features: dict, repeats: int) -> dict:
-    """Combination -> whether each held-out photo was right, over ``repeats`` grouped 5-fold splits."""
+def paired_scores(features: dict, combinations: dict, repeats: int) -> dict:
+    """Combination -> whether each held-out photo was right, over ``repeats`` grouped 5-fold splits;
+    ``combinations`` maps a name to its column groups."""
     y, photo_ids = features["labels"], features["groups"]
-    kernels = {name: linear_kernel(features, groups) for name, groups in COMBINATIONS.items()}
-    right = {name: [] for name in COMBINATIONS}
+    kernels = {name: linear_kernel(features, groups) for name, groups in combinations.items()}
+    right = {name: [] for name in combinations}
     for repeat in range(repeats):
         for fit, held_out in StratifiedGroupKFold(5, shuffle=True, random_state=repeat).split(y, y, photo_ids):
             inner = StratifiedGroupKFold(4, shuffle=True, random_state=0)
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
         if not cached.is_file():
             np.savez(cached, **extract(data, args.image_size, args.precision, args.max_per_class))
         features = dict(np.load(cached))
-        scores = paired_scores(features, args.cv)
+        scores = paired_scores(features, COMBINATIONS, args.cv)
         for name, right in scores.items():
             columns = sum(features[group].shape[1] for group in COMBINATIONS[name])
             print(f"{data.name} | {len(right) // args.cv} | {name} | {columns} | {right.mean():.3f} | "
