@@ -12,6 +12,8 @@ keeps, per photo and per way of showing it, the average and max of block4_pool a
 - ``crop 224``: its shorter side resized to 224 px, cut to the square at its centre;
 - ``pad 224``: its longer side resized to 224 px, its aspect kept, centred on a square of ImageNet's
   mean colour;
+- ``tiles 224``: its shorter side resized to 224 px, cut into the fewest 224 px squares that cover
+  it (overlapping), each square's maps pooled and the squares' averages averaged, maxima maxed;
 - ``short 224``, ``short 448``: its shorter side resized to that size, its aspect kept, the maps
   pooled over the whole (unsquashed) photo.
 
@@ -58,6 +60,7 @@ COMBINATIONS = {
     "448": scale_groups("448"),
     "crop 224": scale_groups("crop 224"),
     "pad 224": scale_groups("pad 224"),
+    "tiles 224": scale_groups("tiles 224"),
     "short 224": scale_groups("short 224"),
     "short 448": scale_groups("short 448"),
     "224 + 448": scale_groups("224") + scale_groups("448"),
@@ -86,6 +89,17 @@ def centre_crop(path: str, size: int) -> np.ndarray:
     return pixels[top:top + size, left:left + size]
 
 
+def tiles(path: str, size: int) -> np.ndarray:
+    """The photo, its shorter side resized to ``size``, as the fewest ``size`` squares that cover
+    its longer side, evenly spaced (overlapping): (squares, size, size, 3)."""
+    pixels = short_side(path, size)
+    long_axis = int(pixels.shape[1] > pixels.shape[0])
+    length = pixels.shape[long_axis]
+    count = -(-length // size)
+    starts = np.linspace(0, length - size, count).round().astype(int)
+    return np.stack([pixels[:, start:start + size] if long_axis else pixels[start:start + size] for start in starts])
+
+
 def padded(path: str, size: int) -> np.ndarray:
     """The photo, its longer side resized to ``size``, centred on a ``size`` square of ImageNet's
     mean colour (zero once preprocessed)."""
@@ -103,6 +117,7 @@ SCALES = {
     "448": (lambda path: load_pixels(path, 448), True),
     "crop 224": (lambda path: centre_crop(path, 224), True),
     "pad 224": (lambda path: padded(path, 224), True),
+    "tiles 224": (lambda path: tiles(path, 224), False),
     "short 224": (lambda path: short_side(path, 224), False),
     "short 448": (lambda path: short_side(path, 448), False),
 }
@@ -113,6 +128,12 @@ def pooled(maps: list[np.ndarray]) -> dict:
     block4, block5 = (np.asarray(values, np.float32) for values in maps)
     return {"b4_avg": block4.mean(axis=(1, 2)), "b4_max": block4.max(axis=(1, 2)),
             "b5_avg": block5.mean(axis=(1, 2)), "b5_max": block5.max(axis=(1, 2))}
+
+
+def over_squares(columns: dict) -> dict:
+    """One photo's pooled rows of its squares as one row: averages averaged, maxima maxed."""
+    return {group: (values.max(axis=0) if group.endswith("_max") else values.mean(axis=0))[None]
+            for group, values in columns.items()}
 
 
 def extract(root: Path, max_per_class: int, cached: dict, batch: int = 8) -> dict:
@@ -129,10 +150,14 @@ def extract(root: Path, max_per_class: int, cached: dict, batch: int = 8) -> dic
             continue
         started, parts, step = time.perf_counter(), [], batch if batched else 1
         for start in range(0, len(listed), step):
-            pixels = np.stack([pixels_of(path) for path, *_ in listed[start:start + step]]).astype(np.float32)
-            parts.append(pooled(model.predict_on_batch(vgg16.preprocess_input(pixels)) if batched
-                                else model(vgg16.preprocess_input(pixels), training=False)))
-            print(f"\r{root.name} {scale}: {start + len(pixels)}/{len(listed)}", end="", file=sys.stderr, flush=True)
+            if batched:
+                pixels = np.stack([pixels_of(path) for path, *_ in listed[start:start + step]]).astype(np.float32)
+                parts.append(pooled(model.predict_on_batch(vgg16.preprocess_input(pixels))))
+            else:
+                pixels = pixels_of(listed[start][0]).astype(np.float32)
+                pixels = pixels if pixels.ndim == 4 else pixels[None]
+                parts.append(over_squares(pooled(model(vgg16.preprocess_input(pixels), training=False))))
+            print(f"\r{root.name} {scale}: {min(start + step, len(listed))}/{len(listed)}", end="", file=sys.stderr, flush=True)
         for group in GROUPS:
             features[f"{scale} {group}"] = np.concatenate([part[group] for part in parts])
         features[f"seconds {scale}"] = time.perf_counter() - started
