@@ -31,7 +31,6 @@ the cache.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -41,8 +40,8 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from normalization import DATASETS, paired_difference  # noqa: E402  (bench/ is not a package)
-from second_order import WEIGHTS, paired_scores, photos  # noqa: E402
+from normalization import paired_difference  # noqa: E402  (bench/ is not a package)
+from second_order import WEIGHTS, paired_cv_parser, paired_scores, parse_paired_cv, photos  # noqa: E402
 
 from features.images import _to_rgb, load_pixels, open_regular  # noqa: E402
 
@@ -173,15 +172,7 @@ def with_means(features: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, nargs="+", default=[d for d in DATASETS if d.is_dir()])
-    parser.add_argument("--max-per-class", type=int, default=0, help="photos a class and split (default 0: all)")
-    parser.add_argument("--cv", type=int, default=2, metavar="R", help="repeats of the 5-fold split (default 2)")
-    parser.add_argument("--cache", type=Path, default=Path("cache"))
-    args = parser.parse_args(argv)
-    if not WEIGHTS.is_file():
-        raise SystemExit(f"needs the VGG16 weights at {WEIGHTS}")
-    args.cache.mkdir(parents=True, exist_ok=True)
+    args = parse_paired_cv(paired_cv_parser(__doc__.split("\n")[0]), argv)
     print("set | photos | combination | accuracy | against 224 px")
     for data in args.data:
         cached = args.cache / f"scales-{data.name}-{args.max_per_class}.npz"

@@ -119,18 +119,30 @@ def paired_scores(features: dict, combinations: dict, repeats: int) -> dict:
     return {name: np.concatenate(parts).astype(float) for name, parts in right.items()}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def paired_cv_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a paired cross-validation over cached features: sets, photos, repeats, cache."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, nargs="+", default=[d for d in DATASETS if d.is_dir()])
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--max-per-class", type=int, default=0, help="photos a class and split (default 0: all)")
     parser.add_argument("--cv", type=int, default=2, metavar="R", help="repeats of the 5-fold split (default 2)")
     parser.add_argument("--cache", type=Path, default=Path("cache"))
+    return parser
+
+
+def parse_paired_cv(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """``parser``'s arguments, once the weights are there and the cache folder is."""
     args = parser.parse_args(argv)
     if not WEIGHTS.is_file():
         raise SystemExit(f"needs the VGG16 weights at {WEIGHTS}")
     args.cache.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main(argv=None) -> None:
+    parser = paired_cv_parser(__doc__.split("\n")[0])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    args = parse_paired_cv(parser, argv)
     print("set | photos | combination | columns | accuracy | against the baseline | extraction s")
     for data in args.data:
         cached = args.cache / f"second-order-{data.name}-{args.image_size}-{args.max_per_class}.npz"
