@@ -1,4 +1,4 @@
-"""Several image scales beside 224 px: what a second, larger pass over each photo adds.
+"""Other scales and the photo's aspect beside the 224 px squash: what each way of showing a photo adds.
 
 Run: .venv/bin/python bench/scales.py [--data DIR ...] [--max-per-class N] [--cv 2]
 
@@ -17,10 +17,9 @@ keeps, per photo and per way of showing it, the average and max of block4_pool a
 - ``short 224``, ``short 448``: its shorter side resized to that size, its aspect kept, the maps
   pooled over the whole (unsquashed) photo.
 
-The features are cached in ``<cache>/scales-<set>-<max per class>.npz``; a scale missing there is
-added to it. Each column group gets the
-heads' signed square root + L2; a combination weighs its groups equally, whether they come from one
-scale or two. A linear SVM (precomputed linear kernel, C searched by 4-fold grouped CV on the fit
+The features are cached in ``<cache>/scales-<set>-<max per class>.npz``; a way missing there is
+added to it. Each column group gets the heads' signed square root + L2; a combination weighs its
+groups equally, whether they come from one way or two. A linear SVM (precomputed linear kernel, C searched by 4-fold grouped CV on the fit
 rows) is fitted in the same grouped 5-fold splits of training and validation photos pooled (``--cv``
 repeats), so every photo is held out once a repeat under every combination, and each combination's
 difference to the store's columns at 224 px comes with its standard error.
