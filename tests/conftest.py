@@ -131,7 +131,7 @@ def quick_dense_defaults():
 # first: `make test` hands whole files to its workers, and one of these started last would leave
 # the other worker idle for its length.
 LONGEST_FILES = ("test_user_flow.py", "test_estimator_checks.py", "test_real_photos.py", "test_cli.py",
-                 "test_crash_safety.py", "test_finetune.py")
+                 "test_crash_safety.py")
 
 
 def pytest_collection_modifyitems(items):

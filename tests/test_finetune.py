@@ -85,8 +85,9 @@ def test_finetune_trains_block5_from_the_weights_file_and_nothing_before_it(fine
             assert np.array_equal(array, before) != trained, f"{name} {'not ' if trained else ''}trained"
 
 
-def test_finetune_keeps_the_top_alone_when_fine_tuning_never_helps(finetuned, tmp_path):
+def test_finetune_keeps_the_top_alone_when_fine_tuning_never_helps(finetuned, tmp_path, monkeypatch):
     _, _, store, original, _ = finetuned
+    monkeypatch.setattr("heads._finetune.TOP_EPOCHS", 10)  # the top's length is not the point (80 epochs: 20 s)
     train = store.split_rows("train")
     weights = store.manifest["weights"]["path"]
     head = FinetuneHead(weights=weights, learning_rate=10.0, epochs=2, precision="fp32")
@@ -114,10 +115,13 @@ def test_the_export_predicts_what_predict_does(finetuned):
     np.testing.assert_allclose(proba.max(axis=1), [p["probability"] for p in predicted], atol=1e-4)
 
 
-def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(finetuned, tmp_path):
-    """Also: the same photos extracted with another pooling make another store."""
+def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(finetuned, tmp_path, monkeypatch):
+    """Also: the same photos extracted with another pooling make another store. `compare` takes no
+    head parameters: the head's defaults are shortened as the fixture's fit is (its length is not the point)."""
     cli, photos, store, _, _ = finetuned
     runs = tmp_path / "runs"
+    monkeypatch.setattr(FinetuneHead.__init__, "__kwdefaults__",
+                        {**FinetuneHead.__init__.__kwdefaults__, "epochs": 1, "patience": 0})
     compared = cli("compare", "--cache", cli.cache, "--runs", runs)
     assert compared.exit_code == 0, compared.output
     board = json.loads(next(runs.glob("*/leaderboard.json")).read_text())
