@@ -118,13 +118,19 @@ QUICK_DENSE_PRELUDE = f"from heads import DenseHead; DenseHead.__init__.__kwdefa
 
 
 @contextmanager
+def shortened_defaults(head_class, params: dict):
+    """While open, ``head_class()`` means ``head_class(**params)`` (and says so in get_params), so
+    that `compare`, which takes no head parameters, fits the head with them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(head_class.__init__, "__kwdefaults__", {**head_class.__init__.__kwdefaults__, **params})
+        yield
+
+
 def quick_dense_defaults():
-    """While open, ``DenseHead()`` means ``DenseHead(**QUICK_DENSE)`` (and says so in get_params)."""
+    """While open, ``DenseHead()`` means ``DenseHead(**QUICK_DENSE)``."""
     from heads import DenseHead
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(DenseHead.__init__, "__kwdefaults__", {**DenseHead.__init__.__kwdefaults__, **QUICK_DENSE})
-        yield
+    return shortened_defaults(DenseHead, QUICK_DENSE)
 
 
 # The files that run longest (pytest --durations on a 2-core AVX2 EPYC: 75-150 s each), started

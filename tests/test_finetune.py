@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras.applications import vgg16
 
-from conftest import make_cli, write_split_folder
+from conftest import make_cli, shortened_defaults, write_split_folder
 from features import BackboneSpec, FeatureError, FeatureStore, load_pixels
 from heads import FinetuneHead, HeadError
 from heads._finetune import BLOCK5
@@ -115,14 +115,13 @@ def test_the_export_predicts_what_predict_does(finetuned):
     np.testing.assert_allclose(proba.max(axis=1), [p["probability"] for p in predicted], atol=1e-4)
 
 
-def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(finetuned, tmp_path, monkeypatch):
-    """Also: the same photos extracted with another pooling make another store. `compare` takes no
-    head parameters: the head's defaults are shortened as the fixture's fit is (its length is not the point)."""
+def test_compare_fits_finetune_on_maps_and_each_head_refuses_the_other_features(finetuned, tmp_path):
+    """Also: the same photos extracted with another pooling make another store. The head's defaults
+    are shortened as the fixture's fit is (its length is not the point)."""
     cli, photos, store, _, _ = finetuned
     runs = tmp_path / "runs"
-    monkeypatch.setattr(FinetuneHead.__init__, "__kwdefaults__",
-                        {**FinetuneHead.__init__.__kwdefaults__, "epochs": 1, "patience": 0})
-    compared = cli("compare", "--cache", cli.cache, "--runs", runs)
+    with shortened_defaults(FinetuneHead, {"epochs": 1, "patience": 0}):
+        compared = cli("compare", "--cache", cli.cache, "--runs", runs)
     assert compared.exit_code == 0, compared.output
     board = json.loads(next(runs.glob("*/leaderboard.json")).read_text())
     assert [row["head"] for row in board["rows"]] == ["finetune"]
