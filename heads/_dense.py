@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from heads._base import Flag, Head, Interval, check_columns, check_training_data, selected_ranges
-from heads._training import RowBatches, holdout_split
+from heads._training import EpochTrainer, holdout_split
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "head.json"
@@ -126,7 +126,8 @@ class DenseHead(Head):
 
     def fit(self, X, y, groups=None) -> "DenseHead":
         """``X`` may be an array or a store's memory-mapped ``ShardedFeatures``: rows are
-        gathered a batch at a time, so the features need not fit in memory."""
+        gathered at most ``CHUNK_BYTES`` at a time (``EpochTrainer``), so the features need not
+        fit in memory."""
         self._validate_params()
         X, y = check_training_data(X, y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -158,13 +159,11 @@ class DenseHead(Head):
             candidates = candidates[:1]
         scores, best = {}, None
         for columns in candidates:  # the same holdout, seed and epochs for each
-            model, history, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns, seed)
+            model, epochs, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns, seed)
             scores[str(columns)] = score
             if best is None or (score["accuracy"], -score["loss"]) > (best[3]["accuracy"], -best[3]["loss"]):
-                best = (columns, model, history, score)
-        columns, model, history, score = best
-        watched = "val_loss" if len(stop_rows) else "loss"
-        epochs = int(np.argmin(history.history[watched])) + 1
+                best = (columns, model, epochs, score)
+        columns, model, epochs, score = best
         refitted = bool(self.refit and len(stop_rows))
         rows = set(fit_rows.tolist())
         if refitted:  # the same recipe on every row, for the epochs early stopping chose
@@ -172,31 +171,24 @@ class DenseHead(Head):
         return _Network(model, columns, epochs, refitted, score["accuracy"] if len(stop_rows) else None, scores, rows)
 
     def _early_stopped(self, X, y_index, fit_rows, stop_rows, statistics, columns, seed: int):
-        """(network, history, its holdout accuracy and loss) early-stopped on ``stop_rows`` (on the
-        training loss when there are none), with input ``columns``."""
+        """(network, the epochs it was kept at, its holdout accuracy and loss) early-stopped on
+        ``stop_rows`` (on the training loss when there are none), with input ``columns``."""
         keras.utils.set_random_seed(seed)
         model = self._build(statistics, len(self.classes_), columns)
-        watched = "val_loss" if len(stop_rows) else "loss"
-        history = model.fit(
-            RowBatches(X, y_index, fit_rows, self.batch_size, seed),
-            validation_data=RowBatches(X, y_index, stop_rows, 1024) if len(stop_rows) else None,
-            epochs=self.epochs, verbose=0,
-            callbacks=[keras.callbacks.EarlyStopping(monitor=watched, patience=self.patience,
-                                                     restore_best_weights=True)])
-        score = {"accuracy": 0.0, "loss": float(np.min(history.history[watched]))}
-        if len(stop_rows):
-            proba = model.predict(RowBatches(X, y_index, stop_rows, 1024), verbose=0)
-            score["accuracy"] = float((proba.argmax(axis=1) == y_index[stop_rows]).mean())
-        return model, history, score
+        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed)
+        epochs, loss = trainer.early_stopped(fit_rows, stop_rows, self.epochs, self.patience)
+        accuracy = trainer.score(stop_rows)[1] if len(stop_rows) else 0.0
+        return model, epochs, {"accuracy": accuracy, "loss": loss}
 
     def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int, columns, seed: int) -> tuple[keras.Model, set]:
         """A fresh network seeded with ``seed``, trained on every row for ``epochs``; the rows it drew."""
         every = np.arange(len(y_index))
         keras.utils.set_random_seed(seed)
         model = self._build(_statistics(X, every), len(self.classes_), columns)
-        batches = RowBatches(X, y_index, every, self.batch_size, seed)
-        model.fit(batches, epochs=epochs, verbose=0)
-        return model, batches.served
+        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed)
+        for _ in range(epochs):
+            trainer.epoch(every)
+        return model, trainer.served
 
     def fit_like(self, X, y, groups=None) -> "DenseHead":
         """A new head with this fitted head's parameters, its networks trained on every row of ``X``,

@@ -155,6 +155,47 @@ def test_dense_head_trains_from_memory_mapped_shards_without_loading_them(tmp_pa
                                   X[[250, 3, 140, 69, 70]])
 
 
+def test_an_epoch_gathered_in_chunks_trains_as_one_gathered_whole(monkeypatch):
+    """A store larger than CHUNK_BYTES is gathered a few whole batches at a time: the same batches
+    in the same order, so the head is the one a single gather trains."""
+    import heads._training as training
+    X, y = blobs(n_per_class=40)
+    params = {"epochs": 4, "patience": 1, "networks": 1, "batch_size": 16}
+    whole = DenseHead(**params).fit(X, y)
+    monkeypatch.setattr(training, "CHUNK_BYTES", 3 * 16 * 4 * X.shape[1])  # three batches of 16 rows
+    chunked = DenseHead(**params).fit(X, y)
+    assert chunked.epochs_ == whole.epochs_
+    np.testing.assert_allclose(chunked.predict_proba(X), whole.predict_proba(X), atol=1e-6)
+
+
+def test_early_stopping_keeps_the_weights_of_the_lowest_holdout_loss():
+    """On labels that are noise the holdout loss soon rises: training stops ``patience`` epochs
+    after its lowest and the weights kept are that epoch's."""
+    import keras
+    from heads._training import EpochTrainer
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 16)).astype(np.float32), rng.integers(0, 3, 200)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+
+    class CountingTrainer(EpochTrainer):
+        epochs_run = 0
+
+        def epoch(self, rows):
+            self.epochs_run += 1
+            return super().epoch(rows)
+
+    trainer = CountingTrainer(model, X, y, batch_size=16, seed=0)
+    fit_rows, stop_rows = np.arange(150), np.arange(150, 200)
+    epochs, loss = trainer.early_stopped(fit_rows, stop_rows, epochs=50, patience=3)
+    assert trainer.epochs_run == epochs + 3 < 50
+    assert trainer.score(stop_rows)[0] == pytest.approx(loss, rel=1e-5)
+    assert trainer.served == set(fit_rows.tolist())  # never a holdout row
+
+
 def test_large_search_runs_on_whole_groups_and_the_linear_svm_tries_linear_C():
     from heads._sklearn import search_sample
     groups = np.arange(3000) // 3  # 1,000 images, three passes each
@@ -179,7 +220,7 @@ def test_dense_refit_trains_a_fresh_network_on_every_training_row():
     assert not held.refitted_ and held.rows_seen_ == len(fit_rows) < len(y)  # the holdout never trained
     refitted = DenseHead(epochs=6, patience=2, networks=1).fit(X, y, groups=groups)
     assert refitted.refitted_ and refitted.epochs_ == held.epochs_
-    assert refitted.rows_seen_ == len(y)  # every training row, counted as the Keras fit drew them
+    assert refitted.rows_seen_ == len(y)  # every training row, counted as the training drew them
     # its input scaling comes from every row, not from the rows left after the holdout
     centre = np.asarray(refitted.model_.layers[1].mean).ravel()
     np.testing.assert_allclose(centre, (X.min(axis=0) + X.max(axis=0)) / 2, rtol=1e-5, atol=1e-5)
