@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from heads._base import Flag, Head, HeadError, Interval, Options, check_training_data
-from heads._training import RowBatches, holdout_split
+from heads._training import EpochTrainer, RowBatches, holdout_split
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +145,13 @@ class FinetuneHead(Head):
             keras.layers.Dense(len(self.classes_), activation="softmax", dtype="float32"),
         ], name="top")
         top.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        trainer = EpochTrainer(top, pooled, labels, 64, self.seed)
         if epochs is None and len(stop_rows):
-            history = top.fit(pooled[fit_rows], labels[fit_rows], batch_size=64, epochs=TOP_EPOCHS, verbose=0,
-                              validation_data=(pooled[stop_rows], labels[stop_rows]),
-                              callbacks=[keras.callbacks.EarlyStopping(patience=TOP_PATIENCE,
-                                                                       restore_best_weights=True)])
-            epochs = int(np.argmin(history.history["val_loss"])) + 1
+            epochs, _ = trainer.early_stopped(fit_rows, stop_rows, TOP_EPOCHS, TOP_PATIENCE)
         else:
             epochs = epochs or TOP_EPOCHS_WITHOUT_HOLDOUT
-            top.fit(pooled[fit_rows], labels[fit_rows], batch_size=64, epochs=epochs, verbose=0)
+            for _ in range(epochs):
+                trainer.epoch(fit_rows)
         maps = keras.Input(shape=self.feature_shape_, name="block4_pool_maps")
         model = keras.Model(maps, top(block5(maps)), name="finetune_head")
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy")
