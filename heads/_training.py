@@ -56,6 +56,11 @@ class EpochTrainer:
     crossentropy on rows of ``X`` (an array or a store's memory-mapped ``ShardedFeatures``),
     reshuffled every epoch by ``seed``, and scores it on others.
 
+    An epoch is Keras' ``fit`` over a dataset of shuffled rows: batches of ``batch_size`` rows
+    in random order, the one short batch (when the rows do not divide) at a random place among
+    them rather than always last, and the same step as ``fit``'s (``apply_gradients`` on the
+    batch's mean loss, the dropout seeds drawn in the same sequence).
+
     Keras' ``fit`` spends about 0.25 s an epoch outside the arithmetic (two tf.data iterators,
     a validation ``evaluate``, callbacks), more than a small head's training itself on a
     thousand rows. Here an epoch's rows are gathered a chunk at a time (``CHUNK_BYTES`` at most:
@@ -72,15 +77,16 @@ class EpochTrainer:
         self._chunk_rows = max(1, CHUNK_BYTES // (row_bytes * batch_size)) * batch_size
         model.optimizer.build(model.trainable_variables)
         rows_spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
-        self._train_chunk = tf.function(self._train_batches, input_signature=[rows_spec, tf.TensorSpec((None,), tf.int64)])
+        integers = tf.TensorSpec((None,), tf.int64)
+        self._train_chunk = tf.function(self._train_batches, input_signature=[rows_spec, integers, integers])
         self._predict_chunk = tf.function(lambda x: model(x, training=False), input_signature=[rows_spec])
 
-    def _train_batches(self, x, y):
-        """One optimizer step per batch of ``x``, in order; the sum of the batches' losses, each
-        its mean times its rows."""
+    def _train_batches(self, x, y, bounds):
+        """One optimizer step per batch of ``x``, rows ``bounds[i]`` to ``bounds[i + 1]``, in
+        order; the sum of the batches' losses, each its mean times its rows."""
         total = tf.constant(0.0)
-        for start in tf.range(0, tf.shape(x)[0], self.batch_size):
-            rows, labels = x[start:start + self.batch_size], y[start:start + self.batch_size]
+        for batch in tf.range(tf.shape(bounds)[0] - 1):
+            rows, labels = x[bounds[batch]:bounds[batch + 1]], y[bounds[batch]:bounds[batch + 1]]
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, self.model(rows, training=True)))
             variables = self.model.trainable_variables
@@ -89,16 +95,30 @@ class EpochTrainer:
         return total
 
     def _chunks(self, rows: np.ndarray):
-        """(rows, their features as float32), ``_chunk_rows`` (a multiple of the batch size) at a time."""
+        """(rows, their features as float32), ``_chunk_rows`` at a time."""
         for start in range(0, len(rows), self._chunk_rows):
             chunk = rows[start:start + self._chunk_rows]
             yield chunk, np.asarray(self.X[chunk], dtype=np.float32)
 
+    def _batch_bounds(self, n_rows: int) -> np.ndarray:
+        """Where each batch of an epoch over ``n_rows`` starts, then ``n_rows``: full batches and
+        the short one in random order."""
+        sizes = np.full(-(-n_rows // self.batch_size), self.batch_size)
+        sizes[-1] = n_rows - self.batch_size * (len(sizes) - 1)
+        self._rng.shuffle(sizes)
+        return np.concatenate([[0], np.cumsum(sizes)])
+
     def epoch(self, rows: np.ndarray) -> float:
         """Train one epoch over ``rows`` in a new random order; its mean training loss."""
+        order, bounds = self._rng.permutation(rows), self._batch_bounds(len(rows))
+        per_chunk = self._chunk_rows // self.batch_size  # whole batches a chunk
         total = 0.0
-        for chunk, features in self._chunks(self._rng.permutation(rows)):
-            total += float(self._train_chunk(features, self.labels[chunk].astype(np.int64)))
+        for first in range(0, len(bounds) - 1, per_chunk):
+            chunk_bounds = bounds[first:first + per_chunk + 1]
+            chunk = order[chunk_bounds[0]:chunk_bounds[-1]]
+            features = np.asarray(self.X[chunk], dtype=np.float32)
+            total += float(self._train_chunk(features, self.labels[chunk].astype(np.int64),
+                                             chunk_bounds - chunk_bounds[0]))
             self.served.update(chunk.tolist())
         return total / len(rows)
 
