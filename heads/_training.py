@@ -127,7 +127,7 @@ class EpochTrainer:
         return np.concatenate([self._predict_chunk(features).numpy() for _, features in self._chunks(rows)])
 
     def score(self, rows: np.ndarray) -> tuple[float, float]:
-        """(mean crossentropy, accuracy) on ``rows``, probabilities clipped at 1e-7 as Keras' loss clips them."""
+        """(mean crossentropy, accuracy) on ``rows``, each probability clipped at 1e-7."""
         proba, labels = self.probabilities(rows), self.labels[rows]
         picked = np.clip(proba[np.arange(len(rows)), labels], 1e-7, 1.0)
         return float(-np.log(picked).mean()), float((proba.argmax(axis=1) == labels).mean())
@@ -142,7 +142,7 @@ class EpochTrainer:
             loss = self.epoch(fit_rows)
             if len(stop_rows):
                 loss = self.score(stop_rows)[0]
-            if loss < best_loss:  # never NaN
+            if loss < best_loss:  # a NaN loss is never the best
                 best_epoch, best_loss, best_weights = epoch, loss, self.model.get_weights()
             elif epoch - best_epoch >= patience:
                 break
