@@ -31,7 +31,6 @@ class RowBatches(keras.utils.PyDataset):
         super().__init__()
         self.X, self.labels, self.batch_size = X, labels, batch_size
         self.rows = np.array(rows)
-        self.served: set[int] = set()  # distinct rows handed out so far
         self.rng = None if seed is None else np.random.default_rng(seed)
         self.on_epoch_end()
 
@@ -40,7 +39,6 @@ class RowBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
-        self.served.update(rows.tolist())
         return self.X[rows], self.labels[rows]
 
     def on_epoch_end(self) -> None:
