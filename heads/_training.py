@@ -92,11 +92,9 @@ class EpochTrainer:
             total += loss * tf.cast(tf.shape(rows)[0], tf.float32)
         return total
 
-    def _chunks(self, rows: np.ndarray):
-        """(rows, their features as float32), ``_chunk_rows`` at a time."""
-        for start in range(0, len(rows), self._chunk_rows):
-            chunk = rows[start:start + self._chunk_rows]
-            yield chunk, np.asarray(self.X[chunk], dtype=np.float32)
+    def _features(self, rows: np.ndarray) -> np.ndarray:
+        """``X[rows]`` in memory, as float32."""
+        return np.asarray(self.X[rows], dtype=np.float32)
 
     def _batch_bounds(self, n_rows: int) -> np.ndarray:
         """Where each batch of an epoch over ``n_rows`` starts, then ``n_rows``: full batches and
@@ -114,15 +112,15 @@ class EpochTrainer:
         for first in range(0, len(bounds) - 1, per_chunk):
             chunk_bounds = bounds[first:first + per_chunk + 1]
             chunk = order[chunk_bounds[0]:chunk_bounds[-1]]
-            features = np.asarray(self.X[chunk], dtype=np.float32)
-            total += float(self._train_chunk(features, self.labels[chunk].astype(np.int64),
+            total += float(self._train_chunk(self._features(chunk), self.labels[chunk].astype(np.int64),
                                              chunk_bounds - chunk_bounds[0]))
             self.served.update(chunk.tolist())
         return total / len(rows)
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The model's class probabilities for ``rows``, shape (len(rows), n_classes)."""
-        return np.concatenate([self._predict_chunk(features).numpy() for _, features in self._chunks(rows)])
+        return np.concatenate([self._predict_chunk(self._features(rows[start:start + self._chunk_rows])).numpy()
+                               for start in range(0, len(rows), self._chunk_rows)])
 
     def score(self, rows: np.ndarray) -> tuple[float, float]:
         """(mean crossentropy, accuracy) on ``rows``, each probability clipped at 1e-7."""
