@@ -340,8 +340,9 @@ for start in range(0, len(files), 32):
     features.append(model.predict(vgg16.preprocess_input(batch), verbose=0))
 np.save(out / "features.npy", np.concatenate(features))
 """
-WALL_PATHS = ("recipe", "fp32 keras", "fp32", "bf16", "int8 fresh", "int8 cached", "auto")
-WALL_ARGS = {"fp32 keras": ["--precision", "fp32", "--engine", "keras"], "int8 fresh": ["--precision", "int8"],
+WALL_PATHS = ("recipe", "fp32 keras", "fp32", "bf16 keras", "bf16", "int8 fresh", "int8 cached", "auto")
+WALL_ARGS = {"fp32 keras": ["--precision", "fp32", "--engine", "keras"],
+             "bf16 keras": ["--precision", "bf16", "--engine", "keras"], "int8 fresh": ["--precision", "int8"],
              "int8 cached": ["--precision", "int8"]}  # else --precision <path>, engine auto
 
 
@@ -349,7 +350,7 @@ def wall_paths(asked=WALL_PATHS) -> tuple[str, ...]:
     """The recipe and the ``asked`` whole-command paths this CPU runs natively (bf16 only where
     native, as in ``measured_paths``)."""
     return tuple(p for p in WALL_PATHS if (p == "recipe" or p in asked)
-                 and (p != "bf16" or native_precision(cpu_flags()) == "bf16"))
+                 and (not p.startswith("bf16") or native_precision(cpu_flags()) == "bf16"))
 
 
 def run_timed(command: list[str], env: dict | None = None) -> tuple[float, float, str]:

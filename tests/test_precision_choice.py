@@ -39,13 +39,15 @@ def test_auto_picks_the_fastest_native_precision_and_says_why(flags, installed, 
 
 
 @pytest.mark.parametrize("flags, installed, engines", [
-    (ZEN4, True, {"int8": "openvino", "bf16": "keras", "fp32": "openvino"}),
-    (ZEN3, True, {"int8": "openvino", "fp32": "openvino"}),  # OpenVINO fp32 1.5x Keras there
+    (ZEN4, True, {"int8": "openvino", "bf16": "openvino", "fp32": "openvino"}),
+    (SAPPHIRE_RAPIDS, True, {"int8": "openvino", "bf16": "openvino", "fp32": "openvino"}),  # bf16 1.3x Keras
+    (SAPPHIRE_RAPIDS, False, {"int8": "openvino", "bf16": "keras", "fp32": "keras"}),
+    (ZEN3, True, {"int8": "openvino", "fp32": "openvino", "bf16": "keras"}),  # OpenVINO fp32 1.5x Keras there
     (ZEN3, False, {"int8": "openvino", "fp32": "keras"}),  # (int8 then says what to install)
     (SANDY_BRIDGE, True, {"fp32": "keras", "bf16": "keras"}),
     (set(), True, {"fp32": "keras"}),
 ])
-def test_auto_engine_is_openvino_for_int8_and_for_fp32_on_avx2(flags, installed, engines):
+def test_auto_engine_is_openvino_wherever_it_runs_the_precision_natively(flags, installed, engines):
     assert {p: choose_engine(p, flags, installed) for p in engines} == engines
 
 

@@ -220,7 +220,7 @@ def test_console_script_version_and_help_show_what_is_installed():
                             env={**os.environ, "COLUMNS": "200"})
     assert helped.returncode == 0
     words = " ".join(helped.stdout.split())  # as wrapped to the terminal
-    assert "openvino, or auto (openvino for int8, and for fp32 on CPUs with AVX2" in words and "pip install '.[dask]'" in words
+    assert "openvino, or auto (openvino for int8, for fp32 on CPUs with AVX2" in words and "pip install '.[dask]'" in words
 
 
 def test_mixed_root_is_an_error_and_layout_flat_overrides_it(cli, tmp_path):
