@@ -93,6 +93,38 @@ def test_openvino_fp32_matches_keras_and_batch_size_has_no_effect():
     assert openvino_engine(np.concatenate([images, images[:2]])).shape == (10, 2560)  # blocks
 
 
+@needs_openvino
+@pytest.mark.parametrize("pooling", ["blocks", "avg", "max", "avgmax", "none"])
+def test_a_maps_model_pooled_by_the_engine_gives_every_pooling_as_the_pooled_graph_does(pooling):
+    """What the int8 engine does with its calibrated model (blocks 3, 4 and 5's maps out):
+    the features of the fp32 graph built with that pooling, to the bit."""
+    from features.engines.openvino_engine import OpenVinoEngine, to_openvino
+    from features.engines.vgg16_graph import BLOCK_MAPS
+
+    spec = BackboneSpec(resolve_weights("none"), image_size=64, engine="openvino", pooling=pooling)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 64, 64, 3)).astype(np.float32)
+    maps_model = to_openvino(spec, 5, BLOCK_MAPS)
+    pooled = OpenVinoEngine(maps_model, spec, pool_maps=True)(images)
+    np.testing.assert_array_equal(pooled, OpenVinoEngine(to_openvino(spec, 5), spec)(images))
+    assert len(maps_model.outputs) == 3  # the caller's model is left as it was
+
+
+@needs_openvino
+def test_maps_laid_out_channels_last_by_another_graph_are_pooled_over_their_rows_and_columns():
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from features.engines.openvino_engine import OpenVinoEngine
+
+    maps = np.random.default_rng(1).uniform(-1, 1, (3, 4, 5, 512)).astype(np.float32)
+    parameter = ops.parameter(list(maps.shape), np.float32)
+    model = ov.Model([ops.relu(parameter)], [parameter])
+    spec = BackboneSpec(resolve_weights("none"), image_size=64, engine="openvino", pooling="avgmax")
+    positive = np.maximum(maps, 0)
+    np.testing.assert_allclose(OpenVinoEngine(model, spec, pool_maps=True)(maps),
+                               np.concatenate([positive.mean((1, 2)), positive.max((1, 2))], 1), rtol=1e-6)
+
+
 def test_calibration_sample_is_fixed_and_spans_the_classes(flat_folder):
     dataset = scan_dataset(flat_folder)
     sample = calibration_sources(dataset, 6)

@@ -8,7 +8,7 @@ import pytest
 
 from features import BackboneSpec, FeatureError, FeatureStore, open_engine, resolve_weights
 from features.backbone import build_backbone
-from features.spec import (DEFAULT_CALIBRATION_IMAGES, RECORDED_CALIBRATION_IMAGES, Pooling, choose_engine, cpu_flags,
+from features.spec import (DEFAULT_CALIBRATION_IMAGES, RECORDED_CALIBRATION_IMAGES, choose_engine, cpu_flags,
                            engine_installed)
 from tests.conftest import extract_args
 
@@ -70,9 +70,6 @@ def test_avgmax_is_the_average_then_the_max_of_the_maps_on_every_engine():
     both = open_engine(replace(spec, pooling="avgmax"))(images)
     np.testing.assert_allclose(both, np.concatenate([maps.mean((1, 2)), maps.max((1, 2))], 1), rtol=1e-5, atol=1e-5)
     if engine_installed():
-        from features.engines.openvino_engine import pool
-
-        np.testing.assert_allclose(pool(maps, Pooling.AVGMAX), both, rtol=1e-5, atol=1e-5)
         openvino = open_engine(replace(spec, pooling="avgmax", engine="openvino"))(images)
         np.testing.assert_allclose(openvino, both, rtol=1e-3, atol=1e-3)
 
