@@ -256,9 +256,9 @@ def features(
         help="Precision the features are stored in. Default float32; float16 for block4_pool "
              "maps (half the disk).")] = None,
     precision: Annotated[Precision, typer.Option(
-        help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16 or AMX); "
-             "int8 (OpenVINO, calibrated once per weights and image size and checked against fp32 on "
-             "each CPU class; about 3.5-4x on CPUs with VNNI or AMX, 2.6x on AVX2 only); auto: int8 "
+        help="Convnet arithmetic: fp32; bf16 (about 2x faster on CPUs with AVX512_BF16, 5-7x with "
+             "AMX); int8 (OpenVINO, calibrated once per weights and image size and checked against fp32 "
+             "on each CPU class; about 3.5-4x on CPUs with VNNI, 6.5-11x with AMX, 2.6x on AVX2 only); auto: int8 "
              "where the CPU has AVX2, VNNI or AMX (falling back, and saying why, if int8 drifts from "
              "fp32 there), else bf16 where the CPU has it natively, else fp32.")] = Precision.AUTO,
     engine: Annotated[EngineName, typer.Option(
