@@ -230,8 +230,10 @@ def manifest_summary(store: FeatureStore) -> str:
     for entry in store.manifest["shards"]:
         rows[entry["split"]] = rows.get(entry["split"], 0) + entry["rows"]
     counts = ", ".join(f"{split} {n}" for split, n in rows.items())
+    config = store.manifest["config"]
     return (f"Store {store.key}: {counts} rows of shape {tuple(store.manifest['feature_shape'])} "
-            f"{store.manifest['dtype']}, {len(store.class_names)} classes -> {store.folder}")
+            f"{store.manifest['dtype']}, {len(store.class_names)} classes, computed in {config['precision']} "
+            f"on {config['engine']} -> {store.folder}")
 
 
 def write_json(path: Path, payload: dict, fix: str = WRITE_FIX) -> None:

@@ -76,6 +76,8 @@ def test_features_prints_what_auto_chose(cli, split_folder):
     result = cli(*extract_args(split_folder, cli.cache, "--precision", "auto", "--calibration-images", "4"))
     assert result.exit_code == 0, result.output
     assert f"precision auto -> {chosen}: {reason}" in result.output
+    engine = choose_engine(chosen, cpu_flags(), engine_installed())
+    assert f"classes, computed in {chosen} on {engine} ->" in result.output  # what ran, on every CPU
     (manifest,) = list(cli.cache.glob("*/manifest.json"))
     assert f'"precision": "{chosen}"' in manifest.read_text()
 
@@ -87,5 +89,6 @@ def test_auto_without_the_engine_falls_back_and_names_the_fix(tmp_path, split_fo
     assert result.returncode == 0, result.stderr
     expected, reason = choose_precision(cpu_flags(), openvino_installed=False)
     assert f"precision auto -> {expected}: {reason}" in result.stdout + result.stderr
+    assert f"computed in {expected} on keras ->" in result.stdout + result.stderr
     assert expected != "int8"
     assert not (tmp_path / "cache" / "int8-models").exists()
