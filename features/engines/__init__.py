@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from features.errors import FeatureError
-from features.spec import BackboneSpec, Pooling
+from features.spec import BackboneSpec
 
 INT8_DIR = "int8"  # inside a store or an export folder: the calibrated int8 model
 INT8_MODEL_FILE = "vgg16-int8.xml"
@@ -41,11 +41,8 @@ def open_engine(spec: BackboneSpec, int8_folder: Path | str | None = None) -> En
 
         return KerasEngine(spec)
     from features.engines.openvino_engine import OpenVinoEngine, load_openvino_model, to_openvino
-    from features.engines.vgg16_graph import BLOCK_MAPS
 
     if spec.precision != "int8":
-        if spec.pooling == Pooling.BILINEAR:  # the graph gives the blocks' maps, the engine pools them
-            return OpenVinoEngine(to_openvino(spec, spec.batch_size, BLOCK_MAPS), spec, pool_maps=True)
         return OpenVinoEngine(to_openvino(spec, spec.batch_size), spec)
     model_file = int8_model_path(int8_folder) if int8_folder is not None else None
     if model_file is None or not model_file.is_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from features.bilinear import compact_bilinear
-from features.spec import GROUPED_POOLINGS, MAP_STRIDES, BackboneSpec, Pooling
+from features.spec import BackboneSpec
 
 # OpenVINO's CPU plugin: arithmetic of the ops that are not quantized, fixed rather than
 # left to the plugin's default (which is bf16 on CPUs with AMX).
@@ -26,36 +26,6 @@ def to_openvino(spec: BackboneSpec, batch_size: int, pooling: str | None = None)
     return vgg16_graph(conv_weights(spec), batch_size, spec.image_size, pooling or spec.pooling)
 
 
-def pooled_model(model, pooling: str):
-    """A maps model (blocks 3, 4 and 5's maps out, or block 5's alone) with ``pooling`` done inside
-    it: one output of pooled columns (``blocks``: each block's average then max; ``avg``, ``max``,
-    ``avgmax``: block 5's), plus block 5's maps as a second output for ``bilinear``'s group, or block
-    5's maps alone for a map pooling. Pooling in the graph, on the model's own channels-first maps,
-    made the int8 engine 1.2x faster on a Xeon with AMX than pooling its channels-last outputs in NumPy."""
-    import openvino as ov
-    import openvino.opset13 as ops
-
-    maps = [result.input_value(0) for result in model.get_results()]
-    if pooling in MAP_STRIDES:
-        outputs = maps[-1:]
-    else:
-        reducers = {Pooling.AVG: (ops.reduce_mean,), Pooling.MAX: (ops.reduce_max,)}.get(
-            pooling, (ops.reduce_mean, ops.reduce_max))
-        pooled = [reduce(*_channels_first(ops, output), False) for output in
-                  (maps if pooling in GROUPED_POOLINGS else maps[-1:]) for reduce in reducers]
-        outputs = [ops.concat(pooled, axis=1).output(0)] + (maps[-1:] if pooling == Pooling.BILINEAR else [])
-    return ov.Model(outputs, model.get_parameters(), model.get_friendly_name())
-
-
-def _channels_first(ops, maps):
-    """(maps, their spatial axes): a channels-last output pooled before the model's own transpose
-    to it, else as it is."""
-    node = maps.get_node()
-    if node.get_type_name() == "Transpose" and list(node.input_value(1).get_node().get_data()) == [0, 2, 3, 1]:
-        return node.input_value(0), ops.constant(np.array([2, 3], np.int64))
-    return maps, ops.constant(np.array([1, 2], np.int64))
-
-
 def load_openvino_model(path: Path):
     import openvino as ov
 
@@ -68,12 +38,14 @@ class OpenVinoEngine:
     fixed-size model it came from).
 
     ``pool_maps``: the model outputs maps, which the engine pools as ``spec.pooling`` asks
-    (``pooled_model``; the int8 base is quantized without pooling, with the maps of blocks 3, 4 and
-    5 out, so that one calibrated model serves every pooling).
+    (``vgg16_graph.pooled_model``; the int8 base is quantized without pooling, with the maps of
+    blocks 3, 4 and 5 out, so that one calibrated model serves every pooling).
     """
 
     def __init__(self, model, spec: BackboneSpec, pool_maps: bool = False):
         import openvino as ov
+
+        from features.engines.vgg16_graph import pooled_model
 
         model = model.clone()  # the caller's model keeps its shape and outputs
         if pool_maps:

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from features.preprocessing import preprocessing_kernel
-from features.spec import BLOCK_CHANNELS, MAP_STRIDES, BackboneSpec, Pooling
+from features.spec import BLOCK_CHANNELS, GROUPED_POOLINGS, MAP_STRIDES, BackboneSpec, Pooling
 
 # (input channels, output channels) of each 3x3 convolution, and after which ones a 2x2 max pool comes
 CONVOLUTIONS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
@@ -22,7 +22,7 @@ CONVOLUTIONS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)
 POOL_AFTER = frozenset({1, 3, 6, 9, 12})
 BLOCK4_CONVOLUTIONS = 10  # the convolutions before block4_pool
 # Not a user's pooling: the maps of blocks 3, 4 and 5 (blockN_pool) as three outputs, what the int8
-# base is quantized with, so that one calibrated model serves every pooling (pooled by the engine).
+# base is quantized with, so that one calibrated model serves every pooling (``pooled_model``).
 BLOCK_MAPS = "block_maps"
 
 ConvWeights = list[tuple[np.ndarray, np.ndarray]]  # (kernel HWIO, bias) per convolution
@@ -91,14 +91,12 @@ def conv_weights(spec: BackboneSpec) -> ConvWeights:
 
 
 def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: str):
-    """An OpenVINO model: (batch, size, size, 3) float32 RGB 0-255 in; out, the maps (batch, h, w, c)
-    (block 5's, or block 4's for ``block4_pool``; blocks 3, 4 and 5's, three outputs, for
-    ``BLOCK_MAPS``) or their global pooling (``blocks``: each block's average then max)."""
+    """An OpenVINO model: (batch, size, size, 3) float32 RGB 0-255 in; out, the maps of blocks 3, 4
+    and 5 (batch, h, w, c), three outputs, for ``BLOCK_MAPS``, else their ``pooling``
+    (``pooled_model``)."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    if pooling == Pooling.BILINEAR:
-        raise ValueError("bilinear features are pooled by the engine from the BLOCK_MAPS graph's maps")
     images = ops.parameter([batch_size, image_size, image_size, 3], np.float32, name="rgb_0_255")
     x = ops.transpose(images, ops.constant(np.array([0, 3, 1, 2], np.int64)))  # NCHW inside
     kernel, bias = preprocessing_kernel()
@@ -112,25 +110,41 @@ def vgg16_graph(pairs: ConvWeights, batch_size: int, image_size: int, pooling: s
             x = ops.max_pool(x, strides=[2, 2], dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0],
                              kernel_shape=[2, 2], rounding_type="floor").output(0)
             pools.append(x)
-    blocks = pools[-len(BLOCK_CHANNELS):]  # blocks 3, 4 and 5
+    channels_last = ops.constant(np.array([0, 2, 3, 1], np.int64))
+    maps = ov.Model([ops.transpose(block, channels_last) for block in pools[-len(BLOCK_CHANNELS):]],
+                    [images], "vgg16_features")  # blocks 3, 4 and 5 (2, 3 and 4 for block4_pool)
+    return maps if pooling == BLOCK_MAPS else pooled_model(maps, pooling)
 
-    def nhwc(maps):
-        return ops.transpose(maps, ops.constant(np.array([0, 2, 3, 1], np.int64)))
 
-    spatial = ops.constant(np.array([2, 3], np.int64))
-    if pooling == BLOCK_MAPS:
-        outputs = [nhwc(maps) for maps in blocks]
-    elif pooling in MAP_STRIDES:
-        outputs = [nhwc(x)]
-    elif pooling == Pooling.AVG:
-        outputs = [ops.reduce_mean(x, spatial)]
-    elif pooling == Pooling.MAX:
-        outputs = [ops.reduce_max(x, spatial)]
-    else:  # avgmax, blocks
-        outputs = [ops.concat([pooled for maps in (blocks if pooling == Pooling.BLOCKS else [x])
-                               for pooled in (ops.reduce_mean(maps, spatial), ops.reduce_max(maps, spatial))],
-                              axis=1)]
-    return ov.Model(outputs, [images], "vgg16_features")
+def pooled_model(model, pooling: str):
+    """A maps model (blocks 3, 4 and 5's maps out, or block 5's alone) with ``pooling`` done inside
+    it: one output of pooled columns (``blocks``: each block's average then max; ``avg``, ``max``,
+    ``avgmax``: the last block's), plus the last block's maps as a second output for
+    ``bilinear``'s group, or the last block's maps alone for a map pooling. Pooling in the graph,
+    on the model's own channels-first maps, made the int8 engine 1.2x faster on a Xeon with AMX
+    than pooling its channels-last outputs in NumPy."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    maps = [result.input_value(0) for result in model.get_results()]
+    if pooling in MAP_STRIDES:
+        outputs = maps[-1:]
+    else:
+        reducers = {Pooling.AVG: (ops.reduce_mean,), Pooling.MAX: (ops.reduce_max,)}.get(
+            pooling, (ops.reduce_mean, ops.reduce_max))
+        pooled = [reduce(*_channels_first(ops, output), False) for output in
+                  (maps if pooling in GROUPED_POOLINGS else maps[-1:]) for reduce in reducers]
+        outputs = [ops.concat(pooled, axis=1).output(0)] + (maps[-1:] if pooling == Pooling.BILINEAR else [])
+    return ov.Model(outputs, model.get_parameters(), model.get_friendly_name())
+
+
+def _channels_first(ops, maps):
+    """(maps, their spatial axes): a channels-last output pooled before the model's own transpose
+    to it, else as it is."""
+    node = maps.get_node()
+    if node.get_type_name() == "Transpose" and list(node.input_value(1).get_node().get_data()) == [0, 2, 3, 1]:
+        return node.input_value(0), ops.constant(np.array([2, 3], np.int64))
+    return maps, ops.constant(np.array([1, 2], np.int64))
 
 
 def _convolution(ops, x, kernel: np.ndarray, bias: np.ndarray, padding: int):
