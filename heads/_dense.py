@@ -176,9 +176,8 @@ class DenseHead(Head):
         keras.utils.set_random_seed(seed)
         model = self._build(statistics, len(self.classes_), columns)
         trainer = EpochTrainer(model, X, y_index, self.batch_size, seed)
-        epochs, loss = trainer.early_stopped(fit_rows, stop_rows, self.epochs, self.patience)
-        accuracy = trainer.score(stop_rows)[1] if len(stop_rows) else 0.0
-        return model, epochs, {"accuracy": accuracy, "loss": loss}
+        epochs, loss, accuracy = trainer.early_stopped(fit_rows, stop_rows, self.epochs, self.patience)
+        return model, epochs, {"accuracy": accuracy or 0.0, "loss": loss}
 
     def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int, columns, seed: int) -> tuple[keras.Model, set]:
         """A fresh network seeded with ``seed``, trained on every row for ``epochs``; the rows it drew."""

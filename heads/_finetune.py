@@ -147,7 +147,7 @@ class FinetuneHead(Head):
         top.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
         trainer = EpochTrainer(top, pooled, labels, 64, self.seed)
         if epochs is None and len(stop_rows):
-            epochs, _ = trainer.early_stopped(fit_rows, stop_rows, TOP_EPOCHS, TOP_PATIENCE)
+            epochs, *_ = trainer.early_stopped(fit_rows, stop_rows, TOP_EPOCHS, TOP_PATIENCE)
         else:
             epochs = epochs or TOP_EPOCHS_WITHOUT_HOLDOUT
             for _ in range(epochs):

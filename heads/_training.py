@@ -86,7 +86,8 @@ class EpochTrainer:
         for batch in tf.range(tf.shape(bounds)[0] - 1):
             rows, labels = x[bounds[batch]:bounds[batch + 1]], y[bounds[batch]:bounds[batch + 1]]
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, self.model(rows, training=True)))
+                predictions = self.model(rows, training=True)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, predictions))
             variables = self.model.trainable_variables
             self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             total += loss * tf.cast(tf.shape(rows)[0], tf.float32)
@@ -128,20 +129,22 @@ class EpochTrainer:
         picked = np.clip(proba[np.arange(len(rows)), labels], 1e-7, 1.0)
         return float(-np.log(picked).mean()), float((proba.argmax(axis=1) == labels).mean())
 
-    def early_stopped(self, fit_rows: np.ndarray, stop_rows: np.ndarray, epochs: int, patience: int) -> tuple[int, float]:
+    def early_stopped(self, fit_rows: np.ndarray, stop_rows: np.ndarray, epochs: int,
+                      patience: int) -> tuple[int, float, float | None]:
         """Train on ``fit_rows`` for at most ``epochs``, stopping once the loss on ``stop_rows`` (the
         training loss when there are none) has not fallen for ``patience`` epochs, and keep the
         weights of its lowest, as Keras' ``EarlyStopping(restore_best_weights=True)`` does.
-        Returns (the epochs of the kept weights, that loss)."""
-        best_epoch, best_loss, best_weights = epochs, np.inf, None
+        Returns (the epochs of the kept weights, that loss, their accuracy on ``stop_rows``, None
+        when there are none)."""
+        best_epoch, best_loss, best_accuracy, best_weights = epochs, np.inf, None, None
         for epoch in range(1, epochs + 1):
-            loss = self.epoch(fit_rows)
+            loss, accuracy = self.epoch(fit_rows), None
             if len(stop_rows):
-                loss = self.score(stop_rows)[0]
+                loss, accuracy = self.score(stop_rows)
             if loss < best_loss:  # a NaN loss is never the best
-                best_epoch, best_loss, best_weights = epoch, loss, self.model.get_weights()
+                best_epoch, best_loss, best_accuracy, best_weights = epoch, loss, accuracy, self.model.get_weights()
             elif epoch - best_epoch >= patience:
                 break
         if best_weights is not None:
             self.model.set_weights(best_weights)
-        return best_epoch, best_loss
+        return best_epoch, best_loss, best_accuracy

@@ -190,9 +190,9 @@ def test_early_stopping_keeps_the_weights_of_the_lowest_holdout_loss():
 
     trainer = CountingTrainer(model, X, y, batch_size=16, seed=0)
     fit_rows, stop_rows = np.arange(150), np.arange(150, 200)
-    epochs, loss = trainer.early_stopped(fit_rows, stop_rows, epochs=50, patience=3)
+    epochs, loss, accuracy = trainer.early_stopped(fit_rows, stop_rows, epochs=50, patience=3)
     assert trainer.epochs_run == epochs + 3 < 50
-    assert trainer.score(stop_rows)[0] == pytest.approx(loss, rel=1e-5)
+    assert trainer.score(stop_rows) == pytest.approx((loss, accuracy), rel=1e-5)
     assert trainer.served == set(fit_rows.tolist())  # never a holdout row
 
 
