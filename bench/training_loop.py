@@ -27,6 +27,7 @@ from heads import DenseHead
 from heads._dense import _statistics
 from heads._training import EpochTrainer, RowBatches
 
+
 class EpochTimes(keras.callbacks.Callback):
     """Seconds from the start of ``fit`` to the end of each epoch."""
 
