@@ -10,6 +10,7 @@ paths (a shared filesystem); every worker is checked for that before any work st
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -48,11 +49,8 @@ def check_backend(backend: str, scheduler: str | None) -> None:
         raise FeatureError(f"`backend` must be one of {', '.join(BACKENDS)}. Received: {backend}")
     if scheduler and backend != "dask":
         raise FeatureError(f"`scheduler` needs `backend` dask. Received: `backend` {backend}")
-    if backend == "dask":
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise FeatureError(f"`backend` dask needs Dask, which is not installed: {INSTALL_DASK}.") from None
+    if backend == "dask" and importlib.util.find_spec("distributed") is None:
+        raise FeatureError(f"`backend` dask needs Dask, which is not installed: {INSTALL_DASK}.")
 
 
 @contextmanager

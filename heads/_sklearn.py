@@ -98,9 +98,9 @@ def input_grids(search_space: dict, grid: dict) -> tuple[list[dict], dict]:
     if "normalize__normalize" not in inputs:
         return [{**grid, **inputs}], names
     grids = []
-    for normalize in inputs["normalize__normalize"]:
-        scaling = {name: [step] for name, step in zip(SCALING_STEPS, scaling_steps(normalize))}
-        grids.append({**grid, **inputs, "normalize__normalize": [normalize], **scaling})
+    for choice in inputs["normalize__normalize"]:
+        scaling = {name: [step] for name, step in zip(SCALING_STEPS, scaling_steps(choice))}
+        grids.append({**grid, **inputs, "normalize__normalize": [choice], **scaling})
     return grids, names
 
 

@@ -136,6 +136,12 @@ def test_bad_weights_path(cli, flat_folder, tmp_path):
     one_line_error(cli(*args), "Could not load VGG16 weights", "--weights")
 
 
+def test_dask_backend_without_dask_names_the_install(cli, flat_folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the dask extra were not installed
+    one_line_error(cli(*extract_args(flat_folder, cli.cache, "--backend", "dask")),
+                   "--backend dask needs Dask, which is not installed", "pip install '.[dask]'")
+
+
 def test_bad_head_requests(cli, flat_folder):
     common = ("--cache", cli.cache, "--runs", cli.runs)
     one_line_error(cli("head", "--head", "logreg", *common), "No feature store",
