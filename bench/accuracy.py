@@ -94,8 +94,8 @@ SEARCH_SPACES = {"logreg": LogRegHead.default_search_space, "svm": SVMHead.defau
 
 # main before issue 13: Platt scaling on SVC's one-vs-one scores, no normalisation searched,
 # dense never refitted. Each option changes one thing against it.
-MAIN_SVM_SPACE = {k: v for k, v in SEARCH_SPACES["svm"].items() if k != "normalize"}
-MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "search_space": MAIN_SVM_SPACE}
+MAIN_SVM_SPACE = SEARCH_SPACES["svm"]
+MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "normalize": "none", "search_space": MAIN_SVM_SPACE}
 BASELINE = {"logreg": {}, "svm": MAIN_SVM, "dense": {"refit": False}}
 SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
 DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}

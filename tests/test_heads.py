@@ -248,7 +248,7 @@ def test_dense_networks_train_apart_and_their_probabilities_are_averaged(tmp_pat
     assert DenseHead.load(tmp_path / "dense").networks == 3
 
 
-def test_sqrt_l2_normalisation_is_a_searched_step():
+def test_sqrt_l2_normalisation_is_the_default_and_can_be_searched():
     from heads._sklearn import signed_sqrt_l2
     rows = np.array([[4.0, -9.0, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(signed_sqrt_l2(rows), [[2 / 13 ** 0.5, -3 / 13 ** 0.5, 0], [0, 0, 0]])
@@ -260,8 +260,8 @@ def test_sqrt_l2_normalisation_is_a_searched_step():
         assert head.normalization_ == head.best_params_["normalize"]
         searched = head.model_.named_steps
         assert (searched["standardscaler"] == "passthrough") == (head.normalization_ == "sqrt_l2")
-        fixed = head_class(normalize="sqrt_l2", n_jobs=1).fit(X, y)
-        assert fixed.normalization_ == "sqrt_l2"
+        fixed = head_class(n_jobs=1).fit(X, y)
+        assert fixed.normalization_ == "sqrt_l2"  # both heads' default
         steps = fixed.model_.named_steps  # balanced rows, scaled to a unit mean square, not standardised after
         np.testing.assert_allclose(steps["normalize"].transform(X), signed_sqrt_l2(X) * X.shape[1] ** 0.5, rtol=1e-6)
         assert steps["minmaxscaler"] == steps["standardscaler"] == "passthrough"
@@ -288,8 +288,8 @@ def test_each_head_declares_its_search_space_and_the_svm_owns_its_linear_c():
     assert HEADS["logreg"].default_search_space == {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}
     assert HEADS["dense"].search_space_without({}) == {}
     svm = HEADS["svm"]
-    assert {"C", "linear_C", "kernel", "normalize"} == set(svm.default_search_space)
-    assert set(svm.search_space_without({"C": 1.0})) == {"kernel", "normalize"}  # C given: neither solver's C searched
+    assert {"C", "linear_C", "kernel"} == set(svm.default_search_space)
+    assert set(svm.search_space_without({"C": 1.0})) == {"kernel"}  # C given: neither solver's C searched
     assert set(HEADS["ensemble"].search_space_without({})) == {"logreg", "svm"}
 
 
