@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_store, store_options, train_recipe  # noqa: E402  (bench/ is not a package)
-from normalization import DATASETS, draws, paired_difference, pooled, split_with_groups  # noqa: E402
+from normalization import DATASETS, paired_difference, paired_folds, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
 from heads import DenseHead  # noqa: E402
@@ -76,32 +75,28 @@ def paired_cv(store: FeatureStore, X: np.ndarray, y: np.ndarray, groups: np.ndar
     seconds = dict.fromkeys(rows, 0.0)
     classes, y_index = np.unique(y, return_inverse=True)
     normalised = sqrt_l2_groups(X, store.column_groups, BLOCK5) if SQRT_L2_INPUT & set(configs) else None
-    for repeat in range(repeats):
-        splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
-        for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
-            if per_class:
-                fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name in configs:
-                started = time.perf_counter()
-                if name == RECIPE:
-                    probas = [train_recipe(maps[fit_rows], y_index[fit_rows], len(classes), seed).predict(
-                        maps[test_rows], verbose=0).astype(np.float64) for seed in range(seeds)]
-                else:
-                    inputs = normalised if name in SQRT_L2_INPUT else X
-                    probas = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
-                                           "networks": 1, **CONFIGS[name]}).fit(inputs[fit_rows], y[fit_rows], groups[fit_rows])
-                              .predict_proba(inputs[test_rows]) for seed in range(seeds)]
-                elapsed = time.perf_counter() - started
-                seconds[name] += elapsed / seeds
-                chances = {name: probas}
-                if name != RECIPE:
-                    seconds[f"{name}, {seeds} networks"] += elapsed
-                    chances[f"{name}, {seeds} networks"] = [np.mean(probas, axis=0)]
-                truth = y_index[test_rows]
-                for row, row_probas in chances.items():
-                    right[row].append(np.mean([p.argmax(axis=1) == truth for p in row_probas], axis=0))
-                    losses[row].append(np.mean([-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-15, 1))
-                                                for p in row_probas], axis=0))
+    for fit_rows, test_rows in paired_folds(y, groups, repeats, per_class):
+        for name in configs:
+            started = time.perf_counter()
+            if name == RECIPE:
+                probas = [train_recipe(maps[fit_rows], y_index[fit_rows], len(classes), seed).predict(
+                    maps[test_rows], verbose=0).astype(np.float64) for seed in range(seeds)]
+            else:
+                inputs = normalised if name in SQRT_L2_INPUT else X
+                probas = [DenseHead(**{"column_groups": store.column_groups, "columns": BLOCK5, "seed": seed,
+                                       "networks": 1, **CONFIGS[name]}).fit(inputs[fit_rows], y[fit_rows], groups[fit_rows])
+                          .predict_proba(inputs[test_rows]) for seed in range(seeds)]
+            elapsed = time.perf_counter() - started
+            seconds[name] += elapsed / seeds
+            chances = {name: probas}
+            if name != RECIPE:
+                seconds[f"{name}, {seeds} networks"] += elapsed
+                chances[f"{name}, {seeds} networks"] = [np.mean(probas, axis=0)]
+            truth = y_index[test_rows]
+            for row, row_probas in chances.items():
+                right[row].append(np.mean([p.argmax(axis=1) == truth for p in row_probas], axis=0))
+                losses[row].append(np.mean([-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-15, 1))
+                                            for p in row_probas], axis=0))
     return {row: (np.concatenate(right[row]), float(np.concatenate(losses[row]).mean()), seconds[row]) for row in rows}
 
 

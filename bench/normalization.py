@@ -92,19 +92,26 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
     right = {name: [] for name in configs}
     log_proba = {name: [] for name in configs}  # of each held-out image's true class
     with_block4 = {name: 0 for name in configs}  # folds whose fit used block 4's columns
-    for repeat in range(repeats):
-        splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
-        for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
-            if per_class:
-                fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name, config in configs.items():
-                model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
-                right[name].append(model.predict(X[test_rows]) == y[test_rows])
-                log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
-                with_block4[name] += "block4" in model.named_steps["groups"].columns
+    for fit_rows, test_rows in paired_folds(y, groups, repeats, per_class):
+        for name, config in configs.items():
+            model = fit_logreg(store, config, X[fit_rows], y[fit_rows], groups[fit_rows])
+            right[name].append(model.predict(X[test_rows]) == y[test_rows])
+            log_proba[name].append(true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows))
+            with_block4[name] += "block4" in model.named_steps["groups"].columns
     folds = 5 * repeats
     return {name: (np.concatenate(right[name]), -np.sum(log_proba[name]) / len(y) / repeats,
                    f"{with_block4[name]}/{folds}") for name in configs}
+
+
+def paired_folds(y: np.ndarray, groups: np.ndarray, repeats: int, per_class: int):
+    """(fit rows, held-out rows) of ``repeats`` grouped, stratified 5-fold splits (``random_state``
+    the repeat), ``per_class`` photos a class drawn from each fold's fit rows (0: every photo)."""
+    for repeat in range(repeats):
+        splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
+        for fold, (fit_rows, test_rows) in enumerate(splitter.split(y, y, groups)):
+            if per_class:
+                fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
+            yield fit_rows, test_rows
 
 
 def pooled(train: dict, validation: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

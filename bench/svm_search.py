@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_store, store_options  # noqa: E402  (bench/ is not a package)
-from normalization import DATASETS, draws, paired_difference, pooled, split_with_groups  # noqa: E402
+from normalization import DATASETS, paired_difference, paired_folds, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
 from heads import create_head, head_class  # noqa: E402
@@ -53,20 +52,16 @@ def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, 
     X, y, groups = pooled(train, validation)
     right, log_loss = {name: [] for name in SPACES}, {name: 0.0 for name in SPACES}
     chosen, seconds = {name: [] for name in SPACES}, {name: 0.0 for name in SPACES}
-    for repeat in range(repeats):
-        splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
-        for fold, (fit_rows, test_rows) in enumerate(splitter.split(X, y, groups)):
-            if per_class:
-                fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name, normalize in SPACES.items():
-                started = time.perf_counter()
-                head = svm_head(store, normalize).fit(X[fit_rows], y[fit_rows], groups=groups[fit_rows])
-                seconds[name] += time.perf_counter() - started
-                proba = head.predict_proba(X[test_rows])
-                right[name].append(head.classes_[proba.argmax(axis=1)] == y[test_rows])
-                true_class = proba[np.arange(len(test_rows)), np.searchsorted(head.classes_, y[test_rows])]
-                log_loss[name] -= np.log(np.clip(true_class, 1e-15, 1)).sum()
-                chosen[name].append(head.best_params_.get("normalize", normalize[0]))
+    for fit_rows, test_rows in paired_folds(y, groups, repeats, per_class):
+        for name, normalize in SPACES.items():
+            started = time.perf_counter()
+            head = svm_head(store, normalize).fit(X[fit_rows], y[fit_rows], groups=groups[fit_rows])
+            seconds[name] += time.perf_counter() - started
+            proba = head.predict_proba(X[test_rows])
+            right[name].append(head.classes_[proba.argmax(axis=1)] == y[test_rows])
+            true_class = proba[np.arange(len(test_rows)), np.searchsorted(head.classes_, y[test_rows])]
+            log_loss[name] -= np.log(np.clip(true_class, 1e-15, 1)).sum()
+            chosen[name].append(head.best_params_.get("normalize", normalize[0]))
     return {name: (np.concatenate(right[name]).astype(float), log_loss[name] / len(y) / repeats,
                    {way: chosen[name].count(way) for way in SPACES["none first"]}, seconds[name]) for name in SPACES}
 

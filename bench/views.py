@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_store, store_options  # noqa: E402  (bench/ is not a package)
-from normalization import CONFIGS, DATASETS, draws, fit_logreg, paired_difference, pooled, split_with_groups  # noqa: E402
+from normalization import CONFIGS, DATASETS, fit_logreg, paired_difference, paired_folds, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
 from heads._sklearn import true_class_log_loss  # noqa: E402
@@ -64,16 +63,12 @@ def paired_views(stores: dict, rows: dict, repeats: int, per_class: int) -> dict
     y, groups = reference["labels"], reference["groups"]
     right = {name: [] for name in stores}
     log_loss = {name: 0.0 for name in stores}
-    for repeat in range(repeats):
-        splitter = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
-        for fold, (fit_rows, test_rows) in enumerate(splitter.split(reference["features"], y, groups)):
-            if per_class:
-                fit_rows = fit_rows[draws({"labels": y[fit_rows], "groups": groups[fit_rows]}, per_class, [fold])[0]]
-            for name, store in stores.items():
-                X = rows[name]["features"]
-                model = fit_logreg(store, LOGREG_DEFAULT, X[fit_rows], y[fit_rows], groups[fit_rows])
-                right[name].append(model.predict(X[test_rows]) == y[test_rows])
-                log_loss[name] -= true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows)
+    for fit_rows, test_rows in paired_folds(y, groups, repeats, per_class):
+        for name, store in stores.items():
+            X = rows[name]["features"]
+            model = fit_logreg(store, LOGREG_DEFAULT, X[fit_rows], y[fit_rows], groups[fit_rows])
+            right[name].append(model.predict(X[test_rows]) == y[test_rows])
+            log_loss[name] -= true_class_log_loss(model, X[test_rows], y[test_rows]) * len(test_rows)
     return {name: (np.concatenate(right[name]), log_loss[name] / len(y) / repeats) for name in stores}
 
 
