@@ -14,8 +14,8 @@ is the mean over seeds; its row ``..., N networks`` scores the seeds' probabilit
 is what ``DenseHead(networks=N)`` (seeds 0..N-1) predicts. Differences to the first row come per
 image with their standard error.
 
-Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one) and 0.5 (its
-default), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
+Configurations (``--configs``): ``input_dropout`` 0 (the head before it had one), 0.5 (its
+default) and 0.75, ``units 1024`` (the hidden layer four times as wide), ``blocks 4+5`` (the default on block 4's columns beside block 5's, which logreg and the
 SVM may choose), ``sqrt_l2 input`` (the default on block 5's columns after logreg's signed square
 root + L2 per group, computed here before the network: no built-in Keras layer computes it),
 ``recipe`` (the Keras blog's top model, trained on the same rows' flattened block5_pool maps from a
@@ -47,6 +47,7 @@ from pipeline.runs import BLOCK5, COLUMN_CHOICES  # noqa: E402
 BLOCK45 = COLUMN_CHOICES[1]
 
 CONFIGS = {"input_dropout 0": {"input_dropout": 0.0}, "input_dropout 0.5": {"input_dropout": 0.5},
+           "input_dropout 0.75": {"input_dropout": 0.75}, "units 1024": {"units": 1024},
            "blocks 4+5": {"columns": BLOCK45}, "sqrt_l2 input": {}}
 SQRT_L2_INPUT = {"sqrt_l2 input"}  # configurations whose rows are normalised as logreg's before the network
 
