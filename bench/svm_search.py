@@ -33,18 +33,15 @@ from accuracy import build_store, store_options  # noqa: E402  (bench/ is not a 
 from normalization import DATASETS, paired_difference, paired_folds, pooled, split_with_groups  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
-from heads import create_head, head_class  # noqa: E402
-from pipeline.runs import group_params, group_space  # noqa: E402
+from pipeline.runs import head_for_store  # noqa: E402
 
 SPACES = {"none first": ["none", "sqrt_l2"], "sqrt_l2 first": ["sqrt_l2", "none"], "sqrt_l2 only": ["sqrt_l2"]}
 
 
 def svm_head(store: FeatureStore, normalize: list[str]):
     """The SVM head as `compare` creates it on ``store``, its search offering ``normalize``."""
-    params = group_params("svm", store.column_groups, {}, search=True)
-    space = {**head_class("svm").search_space_without(params), **group_space("svm", {}, store.column_groups),
-             "normalize": normalize}
-    return create_head("svm", search_space=space, **params)
+    head = head_for_store(store, "svm", {})
+    return head.set_params(search_space={**head.search_space, "normalize": normalize})
 
 
 def paired_cv(store: FeatureStore, train: dict, validation: dict, repeats: int, per_class: int) -> dict:

@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import ROOT, build_store, store_options  # noqa: E402  (bench/ is not a package)
 
 from features import FeatureStore  # noqa: E402
-from heads import create_head, head_class  # noqa: E402
 from heads._sklearn import grouped_folds, head_pipeline
 from heads._svm import CALIBRATION_FOLDS  # noqa: E402
-from pipeline.runs import group_params, group_space  # noqa: E402
+from pipeline.runs import head_for_store  # noqa: E402
 from pipeline.stats import point_metrics  # noqa: E402
 
 DATASETS = [ROOT.parent / "shared" / "data" / name for name in ("dtd_6", "monkeys_10")]
@@ -64,9 +63,7 @@ def scores(proba: np.ndarray, y_index: np.ndarray, beta: float) -> dict:
 def compare_temperatures(store: FeatureStore, classes: list[int]) -> dict:
     train, validation = rows_of(store.split_arrays("train"), classes), rows_of(store.split_arrays("validation", passes=False), classes)
     groups = store.source_groups(train["sources"])
-    params = group_params("svm", store.column_groups, {}, search=True)
-    space = {**head_class("svm").search_space_without(params), **group_space("svm", {}, store.column_groups)}
-    head = create_head("svm", search_space=space, **params).fit(train["features"], train["labels"], groups=groups)
+    head = head_for_store(store, "svm", {}).fit(train["features"], train["labels"], groups=groups)
     X, X_val = (np.asarray(rows["features"], np.float32).reshape(len(rows["labels"]), -1) for rows in (train, validation))
     y_index, y_val = (np.searchsorted(head.classes_, rows["labels"]) for rows in (train, validation))
     one_hot = one_hot_temperature(head, X, y_index, groups)

@@ -64,6 +64,21 @@ def run_folder(runs: Path, store: FeatureStore, head_name: str) -> Path:
     return runs / store.key / head_name
 
 
+def head_for_store(store: FeatureStore, head_name: str, params: dict, search: bool = True) -> Head:
+    """``head_name`` unfitted, as `head` and `compare` create it for ``store``: ``params`` checked
+    against the store's features, its column groups, and (with ``search``) the space it searches:
+    its ``default_search_space`` less any parameter given in ``params``, and the groups."""
+    params = given = store_params(store, head_name, params)
+    if store.column_groups:
+        params = group_params(head_name, store.column_groups, params, search)
+    space = head_class(head_name).search_space_without(params)
+    if search and store.column_groups and head_name != "ensemble":
+        space = {**space, **group_space(head_name, given, store.column_groups)}
+    if search and space:  # a parameter given explicitly is not searched
+        params = {"search_space": space, **params}
+    return create_head(head_name, **params)
+
+
 def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, search: bool = True,
             members: dict[str, Run] | None = None) -> Run:
     """Fit ``head_name`` on the store's training rows (every pass), score it on validation.
@@ -73,15 +88,7 @@ def fit_run(store: FeatureStore, head_name: str, params: dict, runs: Path, searc
     runs of the ensemble's members already fitted on this store with the same settings, reused
     by the ensemble rather than fitted again; their fit seconds are added to its own.
     """
-    params = given = store_params(store, head_name, params)
-    if store.column_groups:
-        params = group_params(head_name, store.column_groups, params, search)
-    space = head_class(head_name).search_space_without(params)
-    if search and store.column_groups and head_name != "ensemble":
-        space = {**space, **group_space(head_name, given, store.column_groups)}
-    if search and space:  # a parameter given explicitly is not searched
-        params = {"search_space": space, **params}
-    head = create_head(head_name, **params)
+    head = head_for_store(store, head_name, params, search)
     folder = run_folder(runs, store, head_name)
     with run_lock(folder):  # before the fit: a busy or unwritable --runs is found first
         return _fit_and_write(store, head_name, head, folder, members)
