@@ -94,8 +94,7 @@ SEARCH_SPACES = {"logreg": LogRegHead.default_search_space, "svm": SVMHead.defau
 
 # main before issue 13: Platt scaling on SVC's one-vs-one scores, no normalisation searched,
 # dense never refitted. Each option changes one thing against it.
-MAIN_SVM_SPACE = SEARCH_SPACES["svm"]
-MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "normalize": "none", "search_space": MAIN_SVM_SPACE}
+MAIN_SVM = {"one_vs_rest": False, "calibration": "sigmoid", "normalize": "none", "search_space": SEARCH_SPACES["svm"]}
 BASELINE = {"logreg": {}, "svm": MAIN_SVM, "dense": {"refit": False}}
 SQRT_L2_SPACE = {"normalize": ["none", "sqrt_l2"]}
 DEFAULT_HEADS = {"logreg": {}, "svm": {}, "dense": {}, "ensemble": {}}
@@ -110,7 +109,7 @@ OPTIONS = {
     "baseline": ("base", BASELINE),
     "dense refit": ("base", {"dense": {"refit": True}}),
     "sqrt_l2": ("base", {"logreg": {"search_space": {**SEARCH_SPACES["logreg"], **SQRT_L2_SPACE}},
-                         "svm": {**MAIN_SVM, "search_space": {**MAIN_SVM_SPACE, **SQRT_L2_SPACE}}}),
+                         "svm": {**MAIN_SVM, "search_space": {**SEARCH_SPACES["svm"], **SQRT_L2_SPACE}}}),
     "svm ovo temperature": ("base", {"svm": {**MAIN_SVM, "calibration": "temperature"}}),
     "svm ovr sigmoid": ("base", {"svm": {**MAIN_SVM, "one_vs_rest": True}}),
     "svm ovr temperature": ("base", {"svm": {**MAIN_SVM, "one_vs_rest": True, "calibration": "temperature"}}),
