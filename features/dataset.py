@@ -14,9 +14,11 @@ folder of a split layout without a validation folder, each file's split comes fr
 of its relative path, so adding photos never moves old ones between splits.
 
 Hostile entries are never opened while scanning: anything that is not a regular file, a
-link to a folder, an unreadable folder or an image outside a class folder is listed in
-``Dataset.unreadable`` with its reason. A folder linked in as a class or split, and a
-photo under two classes, are refused.
+link to a folder or an unreadable folder is listed in ``Dataset.unreadable`` with its reason.
+Images outside any class folder (a ``test/`` folder of unlabelled photos) have no label: they
+are listed in ``Dataset.unlabelled`` and left out. Hidden entries and the folders operating
+systems and file servers leave in photo folders (``__MACOSX``, ``@eaDir``, ...) are passed
+over. A folder linked in as a class or split, and a photo under two classes, are refused.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ SPLIT_FOLDER_NAMES = {
     "test": "test", "testing": "test",
 }
 HASH_CHUNK = 2**20
+# Folders that archivers, file servers and operating systems write beside photos (macOS zip
+# metadata, Synology thumbnails, Windows' recycle bin and volume data), compared lower-cased:
+# never classes, never photos.
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Dataset:
     layout: str  # "splits" (train/validation folders) or "hashed"
     sources: tuple[SourceFile, ...]
     unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason): entries left out, never opened
+    unlabelled: tuple[str, ...] = ()  # images outside any class folder, left out, never opened
     warnings: tuple[str, ...] = ()
     twins: tuple[tuple[int, ...], ...] = ()  # source indices of files with the same bytes in one class
 
@@ -86,7 +93,8 @@ class _Plan:
 
     layout: str
     folders: dict[str, list[tuple[str, Path]]]
-    skipped: list[tuple[str, str]]
+    unlabelled: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -132,14 +140,19 @@ def _relative(path: str | Path, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
+def is_passed_over(name: str) -> bool:
+    """Whether an entry called ``name`` is hidden or one of ``SYSTEM_FOLDERS``: never looked into."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
-    """The entries of ``folder`` that are not hidden, sorted by name."""
+    """The entries of ``folder`` that are not ``is_passed_over``, sorted by name."""
     with os.scandir(folder) as scan:
-        return sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda e: e.name)
+        return sorted((entry for entry in scan if not is_passed_over(entry.name)), key=lambda e: e.name)
 
 
-def _list_folder(folder: Path, root: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """(names of the real subfolders, images lying loose as skipped entries) of ``folder``,
+def _list_folder(folder: Path, root: Path) -> tuple[list[str], list[str]]:
+    """(names of the real subfolders, relative paths of the images lying loose) of ``folder``,
     the data root or a split folder. A link to a folder here is refused: a linked class or
     split folder repeats its photos under a second class or in a second split."""
     try:
@@ -156,7 +169,7 @@ def _list_folder(folder: Path, root: Path) -> tuple[list[str], list[tuple[str, s
                 f"{shown(entry.path)} is a link to a folder, which would repeat its photos under a "
                 "second class or split. Replace the link with a real folder (move or copy the photos).")
         elif is_image_name(entry.name):
-            loose.append((_relative(entry.path, root), "not in a class folder; move it into one"))
+            loose.append(_relative(entry.path, root))
     return folders, loose
 
 
@@ -251,10 +264,20 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
     sources = sorted(sources, key=lambda s: s.path)
     twins = _twin_indices(sources, first_of)
     plan.warnings += _twin_warnings(sources, twins)
-    dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sources),
-                      tuple(sorted(plan.skipped)), tuple(plan.warnings), twins)
+    plan.warnings += _unlabelled_warnings(plan.unlabelled)
+    dataset = Dataset(root, tuple(class_names), plan.layout, tuple(sources), tuple(sorted(plan.skipped)),
+                      tuple(sorted(plan.unlabelled)), tuple(plan.warnings), twins)
     _check_splits(dataset)
     return dataset
+
+
+def _unlabelled_warnings(paths: list[str]) -> list[str]:
+    """What to say of images outside any class folder: how many, where, and that they are not used."""
+    if not paths:
+        return []
+    listed = ", ".join(map(shown, sorted(paths)[:3])) + (" ..." if len(paths) > 3 else "")
+    return [f"{len(paths)} image(s) lie outside any class folder ({listed}): with no label they are left "
+            "out. Move labelled ones into their class folder; `predict` classifies unlabelled ones."]
 
 
 def _check_arguments(root: Path, val_fraction: float, layout: str) -> None:
@@ -311,14 +334,13 @@ def _split_folders(root: Path, names: list[str]) -> dict[str, str]:
     return {split_name: by_split[split_name][0] for split_name in SPLITS if split_name in by_split}
 
 
-def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float,
-                skipped: list[tuple[str, str]]) -> _Plan:
+def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float, unlabelled: list[str]) -> _Plan:
     """Classes are the training folder's class folders; without a validation folder, a
     stable hash holds ``val_fraction`` of the training images out for validation."""
     classes = {}
     for split_name, folder in split_dirs.items():
         classes[split_name], loose = _list_folder(root / folder, root)
-        skipped += loose
+        unlabelled += loose
     train = split_dirs["train"]
     for split_name, folder in split_dirs.items():
         unknown = sorted(set(classes[split_name]) - set(classes["train"]))
@@ -335,7 +357,7 @@ def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float,
     }
     warnings = [f"No validation folder in {shown(root)}: {val_fraction:.0%} of {shown(train)}/ is "
                 "held out for validation by a stable hash of each path."] if carve else []
-    return _Plan("splits", folders, skipped, warnings)
+    return _Plan("splits", folders, unlabelled, warnings=warnings)
 
 
 def _check_classes(root: Path, class_names: list[str], found: dict[str, list]) -> None:

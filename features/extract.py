@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -170,16 +170,23 @@ def compute_shard(dataset: Dataset, shard: Shard, engine: Engine, augmenter: Aug
     return ShardRows(rows.astype(config.dtype), labels, source_array, skipped)
 
 
+def check_unreadable(skipped: Sequence[tuple[str, str]], dataset: Dataset, max_bad: float) -> None:
+    """Fail when more than ``max_bad`` of the dataset's files are among ``skipped``, (path, reason)
+    pairs: the scan's ``dataset.unreadable`` before any work, every skipped file after it."""
+    n_files = len(dataset.sources) + len(dataset.unreadable)
+    if skipped and len(skipped) > max_bad * n_files:
+        path, reason = skipped[0]
+        raise FeatureError(
+            f"{len(skipped)} of {n_files} images could not be read (more than "
+            f"`max_bad` {max_bad:.0%}); first: {path} ({reason}). "
+            "Fix or remove them, or raise `max_bad`."
+        )
+
+
 def _check_usable(dataset: Dataset, manifest: dict, max_bad: float) -> None:
     """Fail when too many files were unreadable or a split or class was left empty."""
     skipped = manifest["skipped"]
-    n_files = len(dataset.sources) + len(dataset.unreadable)
-    if skipped and len(skipped) > max_bad * n_files:
-        raise FeatureError(
-            f"{len(skipped)} of {n_files} images could not be read (more than "
-            f"`max_bad` {max_bad:.0%}); first: {skipped[0]['path']} ({skipped[0]['reason']}). "
-            "Fix or remove them, or raise `max_bad`."
-        )
+    check_unreadable([(entry["path"], entry["reason"]) for entry in skipped], dataset, max_bad)
     bad = {entry["path"] for entry in skipped}
     for split in dataset.splits():
         labels = {s.label for s in dataset.sources if s.split == split and s.path not in bad}

@@ -34,6 +34,7 @@ class _Optional(TypedDict, total=False):
     software: dict  # python and keras versions that wrote it
     int8: dict  # int8 stores: the calibrated model's identity, file hashes and provenance
     twins: list  # [[source index, ...]]: each set of same-bytes files in one class
+    unlabelled: list  # paths of images outside any class folder, left out
     column_groups: dict  # `blocks` stores: group name -> [start, stop) of its feature columns
 
 
@@ -73,6 +74,7 @@ def new_manifest(dataset: "Dataset", config: "ExtractConfig", key: str) -> Manif
         "dtype": config.dtype,
         "weights": {"identity": weights.identity, "path": weights.path, "warning": weights.warning},
         "skipped": [{"path": path, "reason": reason} for path, reason in dataset.unreadable],
+        "unlabelled": list(dataset.unlabelled),
         "software": {"python": platform.python_version(), "keras": metadata.version("keras")},
         "shards": [],
         "complete": False,

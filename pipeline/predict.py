@@ -11,7 +11,7 @@ import numpy as np
 
 from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engine, view_features
 from features.calibration import int8_problems, recorded_int8_sha256
-from features.dataset import UNDECODED_FORMATS, is_image_name
+from features.dataset import UNDECODED_FORMATS, is_image_name, is_passed_over
 from features.images import describe_error
 from heads import Head, head_class
 from pipeline.errors import PipelineError
@@ -93,12 +93,14 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
     """Files as given, folders replaced by the image files below them (sorted).
 
     A file given by name is kept whatever it is, so that one that cannot be read (a FIFO,
-    a folder-sized file) gets its own error record; inside folders only regular files count.
+    a folder-sized file) gets its own error record; inside folders only regular files count,
+    and none below a hidden or system folder (``features.dataset.is_passed_over``: thumbnails).
     """
     paths = []
     for index, item in enumerate(items):
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name))
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name)
+                            and not any(map(is_passed_over, p.relative_to(item).parent.parts)))
         elif item.exists() or item.is_symlink():
             paths.append(item)
         else:

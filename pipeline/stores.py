@@ -9,7 +9,7 @@ from pathlib import Path
 from shlex import quote
 
 from features import Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWriter, plan_shards, scan_dataset
-from features.extract import extract
+from features.extract import check_unreadable, extract
 from features.api import LATEST_FILE, store_path
 from features.calibration import CalibratedModel, calibrated_model, install_int8_model
 from features.distributed import DaskExecutor, check_backend
@@ -42,6 +42,7 @@ def build_store(dataset: Dataset, config: ExtractConfig, cache: Path, backend: s
     is none, or on ``recalibrate``), whose identity is part of the key.
     """
     check_backend(backend, scheduler)
+    check_unreadable(dataset.unreadable, dataset, config.max_bad)  # known from the scan: before any work
     if config.weights.warning:
         logger.warning("%s", config.weights.warning)
     config, int8 = _int8_or_fallback(cache, dataset, config, recalibrate)

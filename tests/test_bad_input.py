@@ -108,6 +108,33 @@ def test_too_many_unreadable_files_fail_after_saving_the_work(cli, tmp_path):
     assert cli(*extract_args(data, cli.cache, "--max-bad", "0.2")).exit_code == 0
 
 
+def test_an_unlabelled_test_folder_is_left_out_and_listed_not_counted_as_unreadable(cli, tmp_path):
+    """Kaggle's layout: train/<class>/ labelled, test/ a loose folder of photos to classify."""
+    data = tmp_path / "data"
+    write_images(data / "train", {"cats": 10, "dogs": 10})
+    (data / "test").mkdir()
+    for n in range(5):
+        rgb((n * 40, 0, 0)).save(data / "test" / f"{n}.jpg")
+    result = cli(*extract_args(data, cli.cache))  # max-bad 1%: five loose photos of 25 are no failure
+    assert result.exit_code == 0, result.output
+    assert "5 image(s) lie outside any class folder (test/0.jpg, test/1.jpg, test/2.jpg ...)" in result.output
+    (folder,) = [p for p in cli.cache.iterdir() if p.is_dir()]
+    store = FeatureStore(folder)
+    assert store.manifest["unlabelled"] == [f"test/{n}.jpg" for n in range(5)]
+    assert store.manifest["skipped"] == [] and sum(len(store.split_arrays(s)["labels"]) for s in store.splits) == 20
+
+
+def test_files_the_scan_finds_unreadable_fail_before_any_extraction(cli, tmp_path):
+    data = tmp_path / "data"
+    write_images(data, {"cats": 10, "dogs": 10})
+    for n in range(3):
+        (data / "dogs" / f"gone{n}.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    result = cli(*extract_args(data, cli.cache))
+    assert result.exit_code == 1 and "3 of 23 images could not be read" in result.output
+    assert "features:" not in result.output  # no progress: nothing was computed, nor calibrated
+    assert not list(cli.cache.glob("*/manifest.json"))
+
+
 def test_a_class_left_with_no_readable_image_fails(cli, tmp_path):
     data = tmp_path / "data"
     write_images(data, {"cats": 10})

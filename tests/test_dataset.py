@@ -6,6 +6,7 @@ import pytest
 
 from features import FeatureError, scan_dataset
 from features.dataset import hashed_split
+from pipeline.predict import expand_image_paths
 from tests.conftest import SHARED, write_images
 
 
@@ -149,15 +150,45 @@ def test_a_class_only_in_validation_is_refused_whatever_the_folder_names(tmp_pat
         scan_dataset(tmp_path)
 
 
-def test_images_outside_class_folders_are_listed_as_skipped(split_folder):
+def test_images_outside_class_folders_are_listed_as_unlabelled_not_unreadable(split_folder):
     shutil.copy(split_folder / "train" / "cats" / "img_000.JPG", split_folder / "train" / "stray.jpg")
     (split_folder / "validation" / "loose.png").write_bytes(b"x")
     (split_folder / "train" / "notes.txt").write_text("not an image")
     (split_folder / "top.jpg").write_bytes(b"x")
     dataset = scan_dataset(split_folder)
-    assert dataset.unreadable == tuple((path, "not in a class folder; move it into one")
-                                       for path in ("top.jpg", "train/stray.jpg", "validation/loose.png"))
+    assert dataset.unlabelled == ("top.jpg", "train/stray.jpg", "validation/loose.png")
+    assert dataset.unreadable == ()
+    assert any("3 image(s) lie outside any class folder (top.jpg, train/stray.jpg, validation/loose.png)"
+               in warning for warning in dataset.warnings)
     assert len(dataset.sources) == 28
+
+
+def test_folders_that_systems_leave_beside_photos_are_neither_classes_nor_photos(split_folder):
+    """A zip made on a Mac unpacks a __MACOSX folder of `._` files beside the splits; a Synology
+    server keeps thumbnails of each photo in @eaDir folders inside the class folders."""
+    macosx = split_folder / "__MACOSX" / "train" / "cats"
+    macosx.mkdir(parents=True)
+    (macosx / "._img_000.JPG").write_bytes(b"\0\5\26\7 AppleDouble")
+    thumbnails = split_folder / "train" / "dogs" / "@eaDir" / "img_001.png"
+    thumbnails.mkdir(parents=True)
+    shutil.copy(split_folder / "train" / "dogs" / "img_001.png", thumbnails / "SYNOPHOTO_THUMB_S.png")
+    (split_folder / "validation" / "$RECYCLE.BIN").mkdir()
+    dataset = scan_dataset(split_folder)
+    assert dataset.layout == "splits" and dataset.class_names == ("cats", "dogs")
+    assert not any("@eaDir" in source.path for source in dataset.sources)
+    assert len(dataset.sources) == 28 and dataset.unreadable == () and dataset.warnings == ()
+
+
+def test_predict_on_a_folder_skips_thumbnails_in_hidden_and_system_folders(split_folder):
+    cats = split_folder / "train" / "cats"
+    for folder in (cats / "@eaDir" / "img_000.JPG", cats / ".thumbnails"):
+        folder.mkdir(parents=True)
+        shutil.copy(cats / "img_000.JPG", folder / "thumb.jpg")
+    (cats / "nested").mkdir()
+    shutil.copy(cats / "img_000.JPG", cats / "nested" / "kept.jpg")
+    paths = expand_image_paths([cats])
+    assert [path.relative_to(cats).as_posix() for path in paths] == [
+        *(f"img_{n:03d}.{'png' if n % 2 else 'JPG'}" for n in range(10)), "nested/kept.jpg"]
 
 
 MONKEYS = SHARED / "data" / "monkeys_10"

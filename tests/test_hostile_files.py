@@ -248,7 +248,8 @@ def test_features_skips_and_reports_hostile_entries_without_hanging(cli, tmp_pat
     result = finishes(cli, *extract_args(data, cli.cache, "--max-bad", "0.2"), seconds=300)
     assert result.exit_code == 0, result.output
     (folder,) = [p for p in cli.cache.iterdir() if p.is_dir()]
-    skipped = {entry["path"] for entry in FeatureStore(folder).manifest["skipped"]}
-    assert skipped == {"cats/pipe.jpg", "dogs/deeper", "loose.jpg"}
-    assert "Skipped 3 unreadable file(s)" in result.output
+    manifest = FeatureStore(folder).manifest
+    assert {entry["path"] for entry in manifest["skipped"]} == {"cats/pipe.jpg", "dogs/deeper"}
+    assert manifest["unlabelled"] == ["loose.jpg"]
+    assert "Skipped 2 unreadable file(s)" in result.output
     assert np.isfinite(FeatureStore(folder).split_arrays("train")["features"]).all()
