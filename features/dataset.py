@@ -11,7 +11,9 @@ Two layouts are understood::
 Split folders may be named, in any case, ``train``/``training``, ``val``/``valid``/
 ``validation``/``dev`` and ``test``/``testing``. In the flat layout, and for the training
 folder of a split layout without a validation folder, each file's split comes from a hash
-of its relative path, so adding photos never moves old ones between splits.
+of its relative path, so adding photos never moves old ones between splits, except that a
+class keeps at least one training photo and, with two or more, one validation photo
+(``carved_splits``).
 
 Hostile entries are never opened while scanning: anything that is not a regular file, a
 link to a folder or an unreadable folder is listed in ``Dataset.unreadable`` with its reason.
@@ -98,11 +100,31 @@ class _Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def hashed_split(relative_path: str, val_fraction: float) -> str:
-    """Stable split of one file from the sha1 of its relative path (its bytes on disk)."""
+def hash_position(relative_path: str) -> float:
+    """Where the sha1 of a file's relative path (its bytes on disk) falls in [0, 1)."""
     digest = hashlib.sha1(os.fsencode(relative_path)).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
-    return "validation" if position < val_fraction else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hashed_split(relative_path: str, val_fraction: float) -> str:
+    """Stable split of one file from its ``hash_position``."""
+    return "validation" if hash_position(relative_path) < val_fraction else "train"
+
+
+def carved_splits(paths: list[str], val_fraction: float, first_of: dict[str, str]) -> dict[str, str]:
+    """The split of each of one class's ``paths``: the ``hashed_split`` of its set of copies' first
+    path (``first_of``; a path without copies is its own), except where that leaves the class with
+    no training photo (the set nearest the hash's boundary goes to training) or, with two sets or
+    more, no validation photo (the set nearest it goes to validation). On a few photos a class
+    would otherwise train on nothing, or go unmeasured."""
+    keys = {path: first_of.get(path, path) for path in paths}
+    position = {key: hash_position(key) for key in keys.values()}
+    split = {key: "validation" if place < val_fraction else "train" for key, place in position.items()}
+    if split and "train" not in split.values():
+        split[max(position, key=position.get)] = "train"
+    if len(split) > 1 and "validation" not in split.values():
+        split[min(position, key=position.get)] = "validation"
+    return {path: split[key] for path, key in keys.items()}
 
 
 def is_image_name(name: str) -> bool:
@@ -251,9 +273,10 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
     _check_classes(root, class_names, found)
     _check_duplicates(root, found)
     first_of = _twins(root, found)  # a set of copies takes the split of its first path
+    carved = {path: split for name in class_names for path, split in carved_splits(
+        [relpath for split_name, relpath, _ in found[name] if not split_name], val_fraction, first_of).items()}
     sources = [
-        SourceFile(relpath, label, split_name or hashed_split(first_of.get(relpath, relpath), val_fraction),
-                   info.st_size, info.st_mtime_ns)
+        SourceFile(relpath, label, split_name or carved[relpath], info.st_size, info.st_mtime_ns)
         for label, name in enumerate(class_names)
         for split_name, relpath, info in found[name]
     ]

@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from features import FeatureError, scan_dataset
-from features.dataset import hashed_split
+from features.dataset import hash_position, hashed_split
 from pipeline.predict import expand_image_paths
-from tests.conftest import SHARED, write_images
+from tests.conftest import SHARED, pattern_image, write_images
 
 
 def test_class_order_is_sorted_folder_names(tmp_path):
@@ -33,6 +33,23 @@ def test_hashed_split_is_stable_when_photos_are_added(flat_folder):
     after = {s.path: s.split for s in scan_dataset(flat_folder).sources}
     assert all(after[path] == split for path, split in before.items())
     assert len(after) == len(before) + 15
+
+
+def test_a_small_class_keeps_a_photo_on_each_side_of_the_hashed_carve(tmp_path):
+    """b's two photos both hash under 0.2 (validation), c's both over it, d's one under it: the
+    photo nearest the boundary crosses, so b trains on one, c is measured on one and d trains."""
+    positions = {path: hash_position(path) for path in ("b/7.png", "b/10.png", "c/0.png", "c/1.png", "d/12.png")}
+    assert positions["b/10.png"] < positions["b/7.png"] < 0.2 < positions["c/1.png"] < positions["c/0.png"]
+    assert positions["d/12.png"] < 0.2
+    write_images(tmp_path, {"a": 12})
+    for number, path in enumerate(positions):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        pattern_image(number + 1, number).save(tmp_path / path)
+    split = {s.path: s.split for s in scan_dataset(tmp_path).sources}
+    assert {path: split[path] for path in positions} == {
+        "b/7.png": "train", "b/10.png": "validation", "c/0.png": "train", "c/1.png": "validation",
+        "d/12.png": "train"}
+    assert all(split[path] == hashed_split(path, 0.2) for path in split if path.startswith("a/"))
 
 
 def test_val_fraction_is_roughly_respected():
