@@ -1,12 +1,15 @@
 """Find the labelled images under a folder and assign each to a split.
 
-Two layouts are understood::
+Three layouts are understood::
 
-    root/                         root/
-      cats/a.jpg                    train/cats/a.jpg
-      dogs/b.png                    train/dogs/b.png
-                                    validation/cats/c.jpg
-                                    test/dogs/d.jpg   (optional)
+    root/                 root/                             root/
+      cats/a.jpg            train/cats/a.jpg                  cats/train/a.jpg
+      dogs/b.png            train/dogs/b.png                  cats/val/c.jpg
+                            validation/cats/c.jpg             dogs/train/b.png
+                            test/dogs/d.jpg   (optional)      dogs/test/d.jpg
+
+The third (class folders of split folders) is read by split only when every class folder
+holds split folders alone, a training one among them; otherwise each class's photos are pooled.
 
 Split folders may be named, in any case, ``train``/``training``, ``val``/``valid``/
 ``validation``/``dev`` and ``test``/``testing``. In the flat layout, and for the training
@@ -250,7 +253,7 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
 
     ``layout`` is "flat" (every folder is a class), "split" (split folders of class
     folders) or "auto": split when every folder of ``root`` is named as a split, flat when
-    none is; a mix is refused. Class indices follow sorted names of the class folders that
+    none is (class folders of split folders read by split, as the module says); a mix is refused. Class indices follow sorted names of the class folders that
     hold images; an empty class folder is left out with a warning. Raises ``FeatureError``
     when the folder is missing, fewer than two classes have images, a split or class would
     be empty, a class or split folder is a link, or one file is under two classes.
@@ -328,13 +331,52 @@ def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
     split_named = [name for name in names if split_of(name)]
     others = [name for name in names if not split_of(name)]
     if layout == "flat" or (layout == "auto" and not split_named):
-        return _Plan("hashed", {name: [("", root / name)] for name in names}, loose)
+        by_class = {name: _class_splits(root / name) for name in names} if layout == "auto" else {}
+        if by_class and all(splits for splits, _ in by_class.values()):
+            return _class_first_plan(root, {name: splits for name, (splits, _) in by_class.items()}, val_fraction, loose)
+        pooled = [name for name, (_, split_named_inside) in by_class.items() if split_named_inside]
+        warnings = [f"{shown(pooled[0])}/ holds split folders, but not every class folder holds them alone: the "
+                    "photos below each class folder are read as one pool and split by hash. To keep the splits, "
+                    "lay out root/<split>/<class>/ or give every class folder train/ (and val/) folders only."
+                    ] if pooled else []
+        return _Plan("hashed", {name: [("", root / name)] for name in names}, loose, warnings=warnings)
     if split_named and others:
         raise FeatureError(
             f"{shown(root)} mixes split folders ({', '.join(map(shown, split_named))}) with other "
             f"folders ({', '.join(map(shown, others))}). Move the other folders into a split "
             "folder or out of it, or pass `layout` flat to read every folder as a class.")
     return _split_plan(root, _split_folders(root, names), val_fraction, loose)
+
+
+def _class_splits(folder: Path) -> tuple[dict[str, str], bool]:
+    """({split: subfolder name} when class ``folder`` holds split folders alone, one per split, a
+    training one among them, and no image of its own, else {}; whether any subfolder is split-named)."""
+    try:
+        entries = _entries(folder)
+    except OSError:  # the walk reports it
+        return {}, False
+    subfolders = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    by_split = {split_of(name): name for name in subfolders}
+    alone = (bool(subfolders) and None not in by_split and len(by_split) == len(subfolders) and "train" in by_split
+             and not any(is_image_name(entry.name) for entry in entries if not entry.is_dir(follow_symlinks=False)))
+    return (by_split if alone else {}), any(split_of(name) for name in subfolders)
+
+
+def _class_first_plan(root: Path, splits: dict[str, dict[str, str]], val_fraction: float,
+                      unlabelled: list[str]) -> _Plan:
+    """root/<class>/<split>/: each class's ``splits`` (split -> subfolder name); with no validation
+    folder in any class, a stable hash holds ``val_fraction`` of each class's training images out."""
+    carve = not any("validation" in by_split for by_split in splits.values())
+    folders = {name: [("" if carve and split_name == "train" else split_name, root / name / folder)
+                      for split_name, folder in by_split.items()] for name, by_split in splits.items()}
+    first = next(iter(splits))
+    warnings = [f"The class folders of {shown(root)} hold split folders (e.g. "
+                f"{', '.join(shown(f'{first}/{folder}') for folder in splits[first].values())}): read as "
+                "root/<class>/<split>/."]
+    if carve:
+        warnings.append(f"No validation folder in the class folders of {shown(root)}: {val_fraction:.0%} of each "
+                        "class's training folder is held out for validation by a stable hash of each path.")
+    return _Plan("splits", folders, unlabelled, warnings=warnings)
 
 
 def _split_folders(root: Path, names: list[str]) -> dict[str, str]:

@@ -221,12 +221,14 @@ def main_options(
 def features(
     data: Annotated[Optional[Path], typer.Option(
         help="Photo folder: root/<class>/*, or split folders root/{train,val,test}/<class>/* "
-             "(also training, valid, validation, dev, testing; any case). "
+             "or root/<class>/{train,val,test}/* (also training, valid, validation, dev, testing; "
+             "any case). "
              f"Unset: the built-in digits demo, written to {config.DEMO_DIR}.",
         callback=expand_path)] = None,
     layout: Annotated[Layout, typer.Option(
         help="How --data is laid out: auto (split folders when every subfolder is a split name, "
-             "class folders when none is), flat (every subfolder is a class), split.")] = Layout.AUTO,
+             "class folders when none is, each read by split when it holds split folders alone), "
+             "flat (every subfolder is a class, all its photos pooled), split.")] = Layout.AUTO,
     image_size: Annotated[Optional[int], typer.Option(
         help=f"Square input size in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE}. "
              f"Default {DEFAULT_IMAGE_SIZE} ({config.DEMO_IMAGE_SIZE} for the demo).")] = None,

@@ -158,7 +158,7 @@ def stale_warning(store: FeatureStore) -> str | None:
     if not root.is_dir():
         return f"the data folder {root} of store {store.key} is gone; its features still load."
     try:
-        layout = "split" if manifest["layout"] == "splits" else "flat"  # as it was read then
+        layout = "flat" if manifest["layout"] == "hashed" else "auto"  # split folders at the root or in each class
         current = scan_dataset(root, val_fraction=0.5, layout=layout)  # splits do not matter here
     except FeatureError as error:
         return f"store {store.key} is stale: {root} no longer reads as a dataset ({error})."

@@ -52,6 +52,41 @@ def test_a_small_class_keeps_a_photo_on_each_side_of_the_hashed_carve(tmp_path):
     assert all(split[path] == hashed_split(path, 0.2) for path in split if path.startswith("a/"))
 
 
+def test_class_folders_of_split_folders_keep_their_splits(tmp_path):
+    """root/<class>/{train,val,test}/: some data sets ship class first; the test photos must not
+    be pooled into training."""
+    for offset, name in enumerate(("cats", "dogs")):
+        write_images(tmp_path / name, {"Train": 6, "val": 2, "test": 3}, label_offset=3 * offset)
+    dataset = scan_dataset(tmp_path)
+    assert dataset.layout == "splits" and dataset.class_names == ("cats", "dogs")
+    folder_split = {"Train": "train", "val": "validation", "test": "test"}
+    assert all(source.split == folder_split[source.path.split("/")[1]] for source in dataset.sources)
+    assert [len(dataset.indices(split)) for split in ("train", "validation", "test")] == [12, 4, 6]
+    assert any("read as root/<class>/<split>/" in warning for warning in dataset.warnings)
+
+
+def test_class_folders_of_train_and_test_folders_carve_validation_from_train(tmp_path):
+    for offset, name in enumerate(("cats", "dogs")):
+        write_images(tmp_path / name, {"train": 20, "test": 3}, label_offset=2 * offset)
+    dataset = scan_dataset(tmp_path)
+    by_folder = {}
+    for source in dataset.sources:
+        by_folder.setdefault(source.path.split("/")[1], set()).add(source.split)
+    assert by_folder == {"train": {"train", "validation"}, "test": {"test"}}
+    assert any("No validation folder in the class folders" in warning for warning in dataset.warnings)
+
+
+def test_split_folders_in_some_class_folders_only_are_pooled_saying_so(tmp_path):
+    write_images(tmp_path / "cats", {"train": 6, "test": 3})
+    write_images(tmp_path, {"dogs": 9}, label_offset=2)
+    dataset = scan_dataset(tmp_path)
+    assert dataset.layout == "hashed" and len(dataset.sources) == 18
+    assert any(warning.startswith("cats/ holds split folders, but not every class folder holds them alone")
+               for warning in dataset.warnings)
+    flat = scan_dataset(tmp_path, layout="flat")  # asked for: pooled, nothing to say
+    assert flat.layout == "hashed" and not any("split folders" in warning for warning in flat.warnings)
+
+
 def test_val_fraction_is_roughly_respected():
     paths = [f"class/img_{i}.jpg" for i in range(4000)]
     share = sum(hashed_split(p, 0.2) == "validation" for p in paths) / len(paths)

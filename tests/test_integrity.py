@@ -83,6 +83,18 @@ def test_unwritable_cache_is_a_clear_error(cli, split_folder, tmp_path):
     assert "--cache" in result.output and "Traceback" not in result.output
 
 
+def test_a_store_of_class_folders_of_split_folders_is_not_taken_for_stale(cli, tmp_path):
+    data = tmp_path / "data"
+    for offset, name in enumerate(("cats", "dogs")):
+        write_images(data / name, {"train": 8, "val": 3}, label_offset=2 * offset)
+    store = extracted(cli, data)
+    head = ("head", "--head", "logreg", "--store", store.key, "--cache", cli.cache, "--runs", cli.runs)
+    result = cli(*head)
+    assert result.exit_code == 0 and "stale" not in result.output, result.output
+    write_images(data / "cats" / "train", {"more": 1}, start=900)
+    assert "1 added" in cli(*head).output
+
+
 def test_changed_data_is_reported_and_old_store_warned_stale(cli, split_folder):
     old = extracted(cli, split_folder)
     write_images(split_folder / "train", {"cats": 1}, start=900)
