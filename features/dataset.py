@@ -10,6 +10,8 @@ Three layouts are understood::
 
 The third (class folders of split folders) is read by split only when every class folder
 holds split folders alone, a training one among them; otherwise each class's photos are pooled.
+Class folders whose names hold split words for training and another split (``seg_train``,
+``seg_test``) are split folders misnamed: refused unless the layout is given as flat.
 
 Split folders may be named, in any case, ``train``/``training``, ``val``/``valid``/
 ``validation``/``dev`` and ``test``/``testing``. In the flat layout, and for the training
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +153,12 @@ def has_image_signature(path: str) -> bool:
 def split_of(folder_name: str) -> str | None:
     """The split a folder name stands for ("train", "validation", "test"), else None."""
     return SPLIT_FOLDER_NAMES.get(folder_name.lower())
+
+
+def splits_named_in(folder_name: str) -> set[str]:
+    """The splits that words of ``folder_name`` (split at anything not a letter or digit) name:
+    {"train"} for ``seg_train``, {"test"} for ``Test Set``."""
+    return {split_of(word) for word in re.split(r"[^0-9a-z]+", folder_name.lower())} - {None}
 
 
 def shown(path: Path | str) -> str:
@@ -334,6 +343,13 @@ def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
         by_class = {name: _class_splits(root / name) for name in names} if layout == "auto" else {}
         if by_class and all(splits for splits, _ in by_class.values()):
             return _class_first_plan(root, {name: splits for name, (splits, _) in by_class.items()}, val_fraction, loose)
+        split_like = [name for name in names if splits_named_in(name)]
+        named = set().union(*map(splits_named_in, split_like))
+        if layout == "auto" and "train" in named and len(named) > 1:
+            raise FeatureError(
+                f"Folders of {shown(root)} are named like splits, not classes ({', '.join(map(shown, split_like))}). "
+                "Split folders must be named train/, val/ or test/ and hold the class folders: rename them "
+                "so, or pass `layout` flat to read each folder as a class.")
         pooled = [name for name, (_, split_named_inside) in by_class.items() if split_named_inside]
         warnings = [f"{shown(pooled[0])}/ holds split folders, but not every class folder holds them alone: the "
                     "photos below each class folder are read as one pool and split by hash. To keep the splits, "

@@ -87,6 +87,22 @@ def test_split_folders_in_some_class_folders_only_are_pooled_saying_so(tmp_path)
     assert flat.layout == "hashed" and not any("split folders" in warning for warning in flat.warnings)
 
 
+def test_folders_named_like_splits_are_refused_as_classes_unless_asked_for(tmp_path):
+    """Intel's scene photos unpack as seg_train/, seg_test/ and seg_pred/: read as three classes
+    they would train a classifier of splits."""
+    for offset, name in enumerate(("seg_train", "seg_test", "seg_pred")):
+        write_images(tmp_path / name, {name: 4}, label_offset=offset)
+    with pytest.raises(FeatureError, match=r"named like splits, not classes \(seg_test, seg_train\).*"
+                                           r"named train/, val/ or test/.*`layout` flat"):
+        scan_dataset(tmp_path)
+    assert scan_dataset(tmp_path, layout="flat").class_names == ("seg_pred", "seg_test", "seg_train")
+
+
+def test_one_class_named_with_a_split_word_is_a_class(tmp_path):
+    write_images(tmp_path, {"test_tube": 5, "beaker": 5})
+    assert scan_dataset(tmp_path).class_names == ("beaker", "test_tube")
+
+
 def test_val_fraction_is_roughly_respected():
     paths = [f"class/img_{i}.jpg" for i in range(4000)]
     share = sum(hashed_split(p, 0.2) == "validation" for p in paths) / len(paths)
