@@ -282,7 +282,7 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
         plan.warnings.append("Class folder(s) with no images, not counted as classes: "
                              f"{', '.join(map(shown, empty))}.")
     class_names = [name for name in plan.folders if found.get(name)]
-    _check_classes(root, class_names, found)
+    _check_classes(root, class_names, found, plan.unlabelled)
     _check_duplicates(root, found)
     first_of = _twins(root, found)  # a set of copies takes the split of its first path
     carved = {path: split for name in class_names for path, split in carved_splits(
@@ -441,18 +441,25 @@ def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float, unl
     return _Plan("splits", folders, unlabelled, warnings=warnings)
 
 
-def _check_classes(root: Path, class_names: list[str], found: dict[str, list]) -> None:
+def _check_classes(root: Path, class_names: list[str], found: dict[str, list], unlabelled: list[str]) -> None:
     if not class_names:
-        raise FeatureError(
-            f"No images in {shown(root)} (formats: {', '.join(ALLOWLIST_FORMATS)}). "
-            f"Lay the images out as {shown(root)}/<class>/*.jpg."
-        )
+        where = (f"{len(unlabelled)} image(s) in {shown(root)} lie outside any class folder" if unlabelled else
+                 f"No images in {shown(root)} (formats: {', '.join(ALLOWLIST_FORMATS)})")
+        raise FeatureError(f"{where}. Lay the images out as {shown(root)}/<class>/*.jpg.{_label_file_hint(root)}")
     if len(class_names) < 2:
         raise FeatureError(
             f"Only one class with images in {shown(root)} ({shown(class_names[0])}); a classifier "
             "needs at least two. Add a folder of images per class."
-            f"{_nested_classes_hint(root, class_names[0], found[class_names[0]])}"
+            f"{_nested_classes_hint(root, class_names[0], found[class_names[0]])}{_label_file_hint(root)}"
         )
+
+
+def _label_file_hint(root: Path) -> str:
+    """Where ``root`` holds a CSV or text file (labels listed in a file), that such labels are not read."""
+    listed = sorted(path.name for path in root.iterdir() if path.suffix.lower() in (".csv", ".tsv", ".txt")
+                    and path.is_file())
+    return (f" Labels listed in a file ({', '.join(map(shown, listed[:2]))}) are not read: each class is the "
+            "folder its photos lie in.") if listed else ""
 
 
 def _nested_classes_hint(root: Path, name: str, images: list) -> str:

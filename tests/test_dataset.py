@@ -103,6 +103,19 @@ def test_one_class_named_with_a_split_word_is_a_class(tmp_path):
     assert scan_dataset(tmp_path).class_names == ("beaker", "test_tube")
 
 
+def test_photos_labelled_by_a_csv_file_are_told_that_folders_are_the_labels(tmp_path):
+    write_images(tmp_path, {"images": 6})
+    (tmp_path / "labels.csv").write_text("file,label\nimg_000.JPG,cat\n")
+    with pytest.raises(FeatureError, match=r"Only one class .*\(images\).*Labels listed in a file "
+                                           r"\(labels.csv\) are not read"):
+        scan_dataset(tmp_path)
+    for path in (tmp_path / "images").iterdir():
+        path.rename(tmp_path / path.name)
+    with pytest.raises(FeatureError, match=r"6 image\(s\) in .* lie outside any class folder\. Lay the images "
+                                           r"out as .*/<class>/\*\.jpg\. Labels listed in a file"):
+        scan_dataset(tmp_path)
+
+
 def test_val_fraction_is_roughly_respected():
     paths = [f"class/img_{i}.jpg" for i in range(4000)]
     share = sum(hashed_split(p, 0.2) == "validation" for p in paths) / len(paths)
