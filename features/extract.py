@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -66,17 +67,16 @@ def plan_shards(dataset: Dataset, passes: int, shard_size: int) -> list[Shard]:
     return plan
 
 
-def decode_sources(dataset: Dataset, indices: list[int], image_size: int,
-                   pool: ThreadPoolExecutor) -> list[tuple[np.ndarray | None, str]]:
-    """(pixels, "") or (None, reason) for each source, in order, decoded on ``pool``'s threads
+def decode_paths(paths: list[Path], image_size: int, pool: ThreadPoolExecutor) -> list[tuple[np.ndarray | None, str]]:
+    """(pixels, "") or (None, reason) for each of ``paths``, in order, decoded on ``pool``'s threads
     (Pillow releases the GIL while it decodes and resizes)."""
-    def decode(index):
+    def decode(path):
         try:
-            return load_pixels(dataset.root / dataset.sources[index].path, image_size), ""
+            return load_pixels(path, image_size), ""
         except Exception as error:  # any undecodable file is skipped with its reason
             return None, describe_error(error)
 
-    return list(pool.map(decode, indices))
+    return list(pool.map(decode, paths))
 
 
 @dataclass
@@ -150,7 +150,8 @@ def compute_shard(dataset: Dataset, shard: Shard, engine: Engine, augmenter: Aug
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for first in range(0, len(batches), DECODE_BATCHES):
             chunk = batches[first:first + DECODE_BATCHES]
-            decoded = iter(decode_sources(dataset, [i for batch in chunk for i in batch], spec.image_size, pool))
+            paths = [dataset.root / dataset.sources[i].path for batch in chunk for i in batch]
+            decoded = iter(decode_paths(paths, spec.image_size, pool))
             for batch_number, batch in enumerate(chunk, start=first):
                 pixels = [next(decoded) for _ in batch]
                 good = [i for i, (image, _) in enumerate(pixels) if image is not None]

@@ -438,6 +438,7 @@ def predict(
     """Classify images with the store's exact VGG16 settings and a fitted head."""
     from pipeline.predict import Predictor, expand_image_paths, predict_paths
     from pipeline.predict_output import format_predictions
+    from pipeline.progress import progress
     from pipeline.runs import load_run
     from pipeline.stores import open_store, recorded_weights
 
@@ -447,7 +448,8 @@ def predict(
         feature_store = open_store(cache, store)
         predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head.value))
     paths = expand_image_paths(images)
-    predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights))
+    with progress(len(paths), "predict") as advance:
+        predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights), advance)
     sys.stdout.write(format_predictions(predictions, predictor.class_names, output_format.value,
                                         top_k, all_classes))
     failed = [p for p in predictions if p.error]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from features import BackboneSpec, FeatureStore, Weights, load_pixels, open_engine, view_features
+from features import BackboneSpec, FeatureStore, Weights, open_engine, view_features
 from features.calibration import int8_problems, recorded_int8_sha256
 from features.dataset import UNDECODED_FORMATS, is_image_name, is_passed_over
-from features.images import describe_error
+from features.extract import decode_paths
 from heads import Head, head_class
 from pipeline.errors import PipelineError
 from pipeline.runs import MODEL_DIR, Run, class_probabilities, hash_folder
@@ -126,25 +128,29 @@ def _split_name_hint(items: list[Path], index: int) -> str:
     return ""
 
 
-def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights) -> list[Prediction]:
-    """One prediction per path, in order; unreadable files get an ``error`` instead."""
+def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights,
+                  on_images: Callable[[int], None] = lambda n: None) -> list[Prediction]:
+    """One prediction per path, in order; unreadable files get an ``error`` instead. Each batch is
+    decoded on every core; ``on_images(n)`` is called as each batch of ``n`` paths is done."""
     spec = predictor.spec(weights)
     size, batch_size = spec.image_size, spec.batch_size
     engine = open_engine(spec, predictor.int8_folder)
     predictions = []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        pixels, readable = [], []
-        for path in batch:
-            try:
-                pixels.append(load_pixels(path, size))
-                readable.append(path)
-            except Exception as error:  # reported per file, the rest still predicted
-                predictions.append(Prediction(str(path), None, describe_error(error)))
-        if readable:
-            features = view_features(engine, np.stack(pixels).astype(np.float32),
-                                     spec.views).astype(predictor.dtype)
-            proba = class_probabilities(predictor.head, features, len(predictor.class_names))
-            predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start:start + batch_size]
+            pixels, readable = [], []
+            for path, (image, reason) in zip(batch, decode_paths(batch, size, pool)):
+                if image is not None:
+                    pixels.append(image)
+                    readable.append(path)
+                else:  # reported per file, the rest still predicted
+                    predictions.append(Prediction(str(path), None, reason))
+            if readable:
+                features = view_features(engine, np.stack(pixels).astype(np.float32),
+                                         spec.views).astype(predictor.dtype)
+                proba = class_probabilities(predictor.head, features, len(predictor.class_names))
+                predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
+            on_images(len(batch))
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(predictions, key=lambda p: order[p.path])

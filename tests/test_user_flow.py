@@ -137,6 +137,7 @@ def test_predict_formats_keep_one_record_per_file_whatever_its_name(fitted_logre
 
     text = cli("predict", new, *common, "--top-k", "2")
     assert text.exit_code == 0, text.output
+    assert "predict: 3/3 images" in text.stderr  # progress on stderr, the records alone on stdout
     lines = text.stdout.splitlines()
     assert len(lines) == 3 and all(len(line.split("\t")) == 5 for line in lines)
     assert {line.split("\t")[0].rsplit("/", 1)[1] for line in lines} == {
