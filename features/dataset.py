@@ -340,28 +340,51 @@ def _plan(root: Path, val_fraction: float, layout: str) -> _Plan:
     split_named = [name for name in names if split_of(name)]
     others = [name for name in names if not split_of(name)]
     if layout == "flat" or (layout == "auto" and not split_named):
-        by_class = {name: _class_splits(root / name) for name in names} if layout == "auto" else {}
-        if by_class and all(splits for splits, _ in by_class.values()):
-            return _class_first_plan(root, {name: splits for name, (splits, _) in by_class.items()}, val_fraction, loose)
-        split_like = [name for name in names if splits_named_in(name)]
-        named = set().union(*map(splits_named_in, split_like))
-        if layout == "auto" and "train" in named and len(named) > 1:
-            raise FeatureError(
-                f"Folders of {shown(root)} are named like splits, not classes ({', '.join(map(shown, split_like))}). "
-                "Split folders must be named train/, val/ or test/ and hold the class folders: rename them "
-                "so, or pass `layout` flat to read each folder as a class.")
-        pooled = [name for name, (_, split_named_inside) in by_class.items() if split_named_inside]
-        warnings = [f"{shown(pooled[0])}/ holds split folders, but not every class folder holds them alone: the "
-                    "photos below each class folder are read as one pool and split by hash. To keep the splits, "
-                    "lay out root/<split>/<class>/ or give every class folder train/ (and val/) folders only."
-                    ] if pooled else []
-        return _Plan("hashed", {name: [("", root / name)] for name in names}, loose, warnings=warnings)
+        return _class_folders_plan(root, names, val_fraction, loose, guess=layout == "auto")
     if split_named and others:
         raise FeatureError(
             f"{shown(root)} mixes split folders ({', '.join(map(shown, split_named))}) with other "
             f"folders ({', '.join(map(shown, others))}). Move the other folders into a split "
             "folder or out of it, or pass `layout` flat to read every folder as a class.")
     return _split_plan(root, _split_folders(root, names), val_fraction, loose)
+
+
+def _class_folders_plan(root: Path, names: list[str], val_fraction: float, loose: list[str], guess: bool) -> _Plan:
+    """``root``'s folders ``names`` as classes: pooled and split by hash, or (when ``guess``ing the
+    layout and every class folder holds split folders alone) read by split. Guessing, folders
+    named like splits are refused as classes."""
+    by_class = {name: _class_splits(root / name) for name in names} if guess else {}
+    if by_class and all(splits for splits, _ in by_class.values()):
+        return _class_first_plan(root, {name: splits for name, (splits, _) in by_class.items()}, val_fraction, loose)
+    split_like = [name for name in names if splits_named_in(name)]
+    named = set().union(*map(splits_named_in, split_like))
+    if guess and "train" in named and len(named) > 1:
+        raise FeatureError(
+            f"Folders of {shown(root)} are named like splits, not classes ({', '.join(map(shown, split_like))}). "
+            "Split folders must be named train/, val/ or test/ and hold the class folders: rename them "
+            "so, or pass `layout` flat to read each folder as a class.")
+    pooled = [name for name, (_, split_named_inside) in by_class.items() if split_named_inside]
+    warnings = [f"{shown(pooled[0])}/ holds split folders, but not every class folder holds them alone: the "
+                "photos below each class folder are read as one pool and split by hash. To keep the splits, "
+                "lay out root/<split>/<class>/ or give every class folder train/ (and val/) folders only."
+                ] if pooled else []
+    return _Plan("hashed", {name: [("", root / name)] for name in names}, loose,
+                 warnings=warnings + _sibling_splits_warnings(root))
+
+
+def _sibling_splits_warnings(root: Path) -> list[str]:
+    """Where ``root`` is itself a split folder (``training/``) beside others (``validation/``),
+    that it is read alone, and the `data` that reads them all."""
+    if not split_of(root.name):
+        return []
+    try:
+        siblings = [entry.name for entry in _entries(root.parent)
+                    if entry.name != root.name and split_of(entry.name) and entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [f"{shown(root)} is a split folder beside {', '.join(map(shown, siblings))}, which are not read: its "
+            f"photos are split by hash. To use those folders as they are, pass `data` {shown(root.parent)}."
+            ] if siblings else []
 
 
 def _class_splits(folder: Path) -> tuple[dict[str, str], bool]:

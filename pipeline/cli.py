@@ -188,7 +188,7 @@ def warn_if_stale(feature_store) -> None:
     from pipeline.stores import stale_warning
     warning = stale_warning(feature_store)
     if warning:
-        say(f"warning: {warning}")
+        say(f"warning: {as_options(warning)}")
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
@@ -297,7 +297,7 @@ def features(
         image_size = image_size or config.DEMO_IMAGE_SIZE
     dataset = scan_dataset(data, val_fraction, layout=layout.value)
     for warning in dataset.warnings:
-        say(f"warning: {warning}")
+        say(f"warning: {as_options(warning)}")
     spec = BackboneSpec.resolve(
         precision=precision.value, engine=engine.value, calibration_images=calibration_images,
         weights=weights_found, image_size=image_size or DEFAULT_IMAGE_SIZE, pooling=pooling.value,

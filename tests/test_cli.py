@@ -117,6 +117,14 @@ def test_bad_data_folders(cli, tmp_path):
                    "Unpack the archive and pass --data a folder")
 
 
+def test_a_split_folder_given_alone_names_the_data_that_reads_its_siblings(cli, split_folder):
+    result = cli(*extract_args(split_folder / "train", cli.cache))
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.output.split())
+    assert (f"warning: {split_folder / 'train'} is a split folder beside validation, which are not read: its "
+            f"photos are split by hash. To use those folders as they are, pass --data {split_folder}.") in warning
+
+
 def test_unreadable_files_beyond_the_limit_fail(cli, tmp_path):
     write_images(tmp_path / "d", {"a": 12, "b": 12})
     (tmp_path / "d" / "a" / "text.jpg").write_text("just text")
