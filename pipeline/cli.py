@@ -13,7 +13,7 @@ import traceback
 from enum import Enum
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
@@ -436,8 +436,8 @@ def predict(
     runs: RunsOption = config.RUNS_DIR,
 ):
     """Classify images with the store's exact VGG16 settings and a fitted head."""
-    from pipeline.predict import Predictor, expand_image_paths, predict_paths
-    from pipeline.predict_output import format_predictions
+    from pipeline.predict import Predictor, expand_image_paths, predict_batches
+    from pipeline.predict_output import write_predictions
     from pipeline.progress import progress
     from pipeline.runs import load_run
     from pipeline.stores import open_store, recorded_weights
@@ -448,14 +448,26 @@ def predict(
         feature_store = open_store(cache, store)
         predictor = Predictor.from_run(feature_store, load_run(runs, feature_store, head.value))
     paths = expand_image_paths(images)
+    batches = predict_batches(predictor, paths, recorded_weights(predictor.weights, weights))
     with progress(len(paths), "predict") as advance:
-        predictions = predict_paths(predictor, paths, recorded_weights(predictor.weights, weights), advance)
-    sys.stdout.write(format_predictions(predictions, predictor.class_names, output_format.value,
-                                        top_k, all_classes))
-    failed = [p for p in predictions if p.error]
+        records, failed = write_predictions(advanced(batches, advance), predictor.class_names,
+                                            output_format.value, write_out, top_k, all_classes)
     if failed:
-        say(f"{len(failed)} of {len(predictions)} image(s) could not be read.")
-        raise typer.Exit(code=1 if len(failed) == len(predictions) else 3)
+        say(f"{failed} of {records} image(s) could not be read.")
+        raise typer.Exit(code=1 if failed == records else 3)
+
+
+def advanced(batches: Iterator[list], advance: Callable[[int], None]) -> Iterator[list]:
+    """``batches`` as they come, calling ``advance`` with each one's length once it is consumed."""
+    for batch in batches:
+        yield batch
+        advance(len(batch))
+
+
+def write_out(text: str) -> None:
+    """``text`` on stdout at once, so records piped to a file are there if the run stops."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command()

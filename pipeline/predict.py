@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 
@@ -128,29 +128,22 @@ def _split_name_hint(items: list[Path], index: int) -> str:
     return ""
 
 
-def predict_paths(predictor: Predictor, paths: list[Path], weights: Weights,
-                  on_images: Callable[[int], None] = lambda n: None) -> list[Prediction]:
-    """One prediction per path, in order; unreadable files get an ``error`` instead. Each batch is
-    decoded on every core; ``on_images(n)`` is called as each batch of ``n`` paths is done."""
+def predict_batches(predictor: Predictor, paths: list[Path], weights: Weights) -> Iterator[list[Prediction]]:
+    """One prediction per path, a batch at a time, in order; unreadable files get an ``error``
+    instead. Each batch is decoded on every core."""
     spec = predictor.spec(weights)
     size, batch_size = spec.image_size, spec.batch_size
     engine = open_engine(spec, predictor.int8_folder)
-    predictions = []
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for start in range(0, len(paths), batch_size):
             batch = paths[start:start + batch_size]
-            pixels, readable = [], []
-            for path, (image, reason) in zip(batch, decode_paths(batch, size, pool)):
-                if image is not None:
-                    pixels.append(image)
-                    readable.append(path)
-                else:  # reported per file, the rest still predicted
-                    predictions.append(Prediction(str(path), None, reason))
-            if readable:
-                features = view_features(engine, np.stack(pixels).astype(np.float32),
-                                         spec.views).astype(predictor.dtype)
+            decoded = decode_paths(batch, size, pool)
+            readable = [index for index, (image, _) in enumerate(decoded) if image is not None]
+            predictions = [Prediction(str(path), None, reason) for path, (_, reason) in zip(batch, decoded)]
+            if readable:  # unreadable files keep their error, the rest are predicted
+                pixels = np.stack([decoded[index][0] for index in readable]).astype(np.float32)
+                features = view_features(engine, pixels, spec.views).astype(predictor.dtype)
                 proba = class_probabilities(predictor.head, features, len(predictor.class_names))
-                predictions += [Prediction(str(path), row) for path, row in zip(readable, proba)]
-            on_images(len(batch))
-    order = {str(p): i for i, p in enumerate(paths)}
-    return sorted(predictions, key=lambda p: order[p.path])
+                for index, row in zip(readable, proba):
+                    predictions[index] = Prediction(str(batch[index]), row)
+            yield predictions

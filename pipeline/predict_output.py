@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -19,12 +20,22 @@ def top_classes(probabilities: np.ndarray, class_names: list[str], k: int) -> li
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def format_predictions(predictions, class_names: list[str], output_format: str, top_k: int = 1,
-                       all_classes: bool = False) -> str:
-    """All records in ``output_format`` (``text``, ``csv`` or ``json``), newline-terminated."""
+def write_predictions(batches: Iterable[list], class_names: list[str], output_format: str,
+                      write: Callable[[str], None], top_k: int = 1, all_classes: bool = False) -> tuple[int, int]:
+    """Each batch of records in ``output_format`` (``text``, ``csv`` or ``json``) passed to ``write``
+    as it comes, so a run stopped halfway keeps what it predicted; (records, errors) written."""
     k = min(top_k, len(class_names))
-    writer = {"text": _text, "csv": _csv, "json": _json}[output_format]
-    return writer(predictions, class_names, k, all_classes)
+    lines, opening, separator, closing = {
+        "text": (_text, "", "", ""), "csv": (_csv, _csv_header(class_names, k, all_classes), "", ""),
+        "json": (_json, "[\n", ",\n", "\n]\n")}[output_format]
+    write(opening)
+    records = errors = 0
+    for batch in batches:
+        write((separator if records else "") + lines(batch, class_names, k, all_classes))
+        records += len(batch)
+        errors += sum(p.error is not None for p in batch)
+    write(closing)
+    return records, errors
 
 
 def _text(predictions, class_names, k, all_classes) -> str:
@@ -43,32 +54,41 @@ def _text(predictions, class_names, k, all_classes) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _csv(predictions, class_names, k, all_classes) -> str:
-    """A header, then one row per image: path, class, probability[, class_2, probability_2 ...]
-    [, one probability column per class], error. Names with commas, quotes or newlines are quoted."""
+def _csv_header(class_names, k, all_classes) -> str:
+    """path, class, probability[, class_2, probability_2 ...][, one probability column per class], error."""
     header = ["path", "class", "probability"]
     header += [f"{column}_{rank}" for rank in range(2, k + 1) for column in ("class", "probability")]
     if all_classes:
         header += [f"p({printable(name)})" for name in class_names]
-    buffer = io.StringIO()
-    rows = csv.writer(buffer, lineterminator="\n")
-    rows.writerow(header + ["error"])
+    return _csv_line(header + ["error"])
+
+
+def _csv(predictions, class_names, k, all_classes) -> str:
+    """One row per image, under ``_csv_header``. Names with commas, quotes or newlines are quoted."""
+    width = 2 * k + 1 + (len(class_names) if all_classes else 0)
+    rows = []
     for p in predictions:
         if p.error is not None:
-            rows.writerow([printable(p.path)] + [""] * (len(header) - 1) + [p.error])
+            rows.append(_csv_line([printable(p.path)] + [""] * (width - 1) + [p.error]))
             continue
         cells = [printable(p.path)]
         for name, probability in top_classes(p.probabilities, class_names, k):
             cells += [printable(name), f"{probability:.6f}"]
         if all_classes:
             cells += [f"{value:.6f}" for value in p.probabilities]
-        rows.writerow(cells + [""])
+        rows.append(_csv_line(cells + [""]))
+    return "".join(rows)
+
+
+def _csv_line(cells: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
     return buffer.getvalue()
 
 
 def _json(predictions, class_names, k, all_classes) -> str:
-    """A list of records: path, class, probability, top (the ``k`` best), probabilities (every
-    class), error."""
+    """Records (the elements of one JSON list): path, class, probability, top (the ``k`` best),
+    probabilities (every class), error."""
     records = []
     for p in predictions:
         record = {"path": printable(p.path), "class": None, "probability": None, "top": [],
@@ -79,5 +99,5 @@ def _json(predictions, class_names, k, all_classes) -> str:
                            "top": [{"class": printable(name), "probability": value} for name, value in top],
                            "probabilities": {printable(name): float(value)
                                              for name, value in zip(class_names, p.probabilities)}})
-        records.append(record)
-    return json.dumps(records, indent=1) + "\n"
+        records.append(json.dumps(record, indent=1))
+    return ",\n".join(records)

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import QUICK_DENSE_PRELUDE, cli_process, extract_args, make_cli, write_images
@@ -154,6 +155,34 @@ def test_predict_formats_keep_one_record_per_file_whatever_its_name(fitted_logre
     for record in records:
         assert set(record["probabilities"]) == {"alpha", "beta", "gamma"}
         assert [t["class"] for t in record["top"]][0] == record["class"] and len(record["top"]) == 3
+
+
+@pytest.mark.parametrize("output_format", ["text", "csv", "json"])
+def test_predict_writes_each_batch_as_it_comes_so_a_stopped_run_keeps_it(output_format):
+    from pipeline.predict import Prediction
+    from pipeline.predict_output import write_predictions
+
+    def batches(stop: bool):
+        yield [Prediction("a.jpg", np.array([0.9, 0.1])), Prediction("b.jpg", None, "OSError: gone")]
+        if stop:
+            raise KeyboardInterrupt  # Ctrl-C while the second batch is computed
+        yield [Prediction("c,d.jpg", np.array([0.2, 0.8]))]
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(batches(stop=True), ["cat", "dog"], output_format, written.append)
+    kept = "".join(written)
+    assert "a.jpg" in kept and "OSError: gone" in kept and "c,d.jpg" not in kept
+    whole = []
+    assert write_predictions(batches(stop=False), ["cat", "dog"], output_format, whole.append) == (3, 1)
+    text = "".join(whole)
+    if output_format == "json":
+        assert [record["path"] for record in json.loads(text)] == ["a.jpg", "b.jpg", "c,d.jpg"]
+    elif output_format == "csv":
+        assert [row[:2] for row in csv.reader(io.StringIO(text))] == [
+            ["path", "class"], ["a.jpg", "cat"], ["b.jpg", ""], ["c,d.jpg", "dog"]]
+    else:
+        assert text == "a.jpg\tcat\t0.9000\nb.jpg\tERROR\tOSError: gone\nc,d.jpg\tdog\t0.8000\n"
 
 
 def test_predict_exit_codes(fitted_logreg, flat_folder, tmp_path):
