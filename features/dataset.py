@@ -382,8 +382,8 @@ def _sibling_splits_warnings(root: Path) -> list[str]:
                     if entry.name != root.name and split_of(entry.name) and entry.is_dir(follow_symlinks=False)]
     except OSError:
         return []
-    return [f"{shown(root)} is a split folder beside {', '.join(map(shown, siblings))}, which are not read: its "
-            f"photos are split by hash. To use those folders as they are, pass `data` {shown(root.parent)}."
+    return [f"{shown(root)} is a split folder read alone (beside it, not read: {', '.join(map(shown, siblings))}); "
+            f"its photos are split by hash. To use the split folders as they are, pass `data` {shown(root.parent)}."
             ] if siblings else []
 
 

@@ -121,8 +121,8 @@ def test_a_split_folder_given_alone_names_the_data_that_reads_its_siblings(cli, 
     result = cli(*extract_args(split_folder / "train", cli.cache))
     assert result.exit_code == 0, result.output
     warning = " ".join(result.output.split())
-    assert (f"warning: {split_folder / 'train'} is a split folder beside validation, which are not read: its "
-            f"photos are split by hash. To use those folders as they are, pass --data {split_folder}.") in warning
+    assert (f"warning: {split_folder / 'train'} is a split folder read alone (beside it, not read: validation); "
+            f"its photos are split by hash. To use the split folders as they are, pass --data {split_folder}.") in warning
 
 
 def test_unreadable_files_beyond_the_limit_fail(cli, tmp_path):
