@@ -262,8 +262,9 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
 
     ``layout`` is "flat" (every folder is a class), "split" (split folders of class
     folders) or "auto": split when every folder of ``root`` is named as a split, flat when
-    none is (class folders of split folders read by split, as the module says); a mix is refused. Class indices follow sorted names of the class folders that
-    hold images; an empty class folder is left out with a warning. Raises ``FeatureError``
+    none is (class folders of split folders read by split, as the module says); a mix is
+    refused. Class indices follow sorted names of the class folders that hold images; an
+    empty class folder is left out with a warning. Raises ``FeatureError``
     when the folder is missing, fewer than two classes have images, a split or class would
     be empty, a class or split folder is a link, or one file is under two classes.
     """
@@ -356,11 +357,11 @@ def _class_folders_plan(root: Path, names: list[str], val_fraction: float, loose
     by_class = {name: _class_splits(root / name) for name in names} if guess else {}
     if by_class and all(splits for splits, _ in by_class.values()):
         return _class_first_plan(root, {name: splits for name, (splits, _) in by_class.items()}, val_fraction, loose)
-    split_like = [name for name in names if splits_named_in(name)]
-    named = set().union(*map(splits_named_in, split_like))
+    named_in = {name: named for name in names if (named := splits_named_in(name))}
+    named = set().union(*named_in.values())
     if guess and "train" in named and len(named) > 1:
         raise FeatureError(
-            f"Folders of {shown(root)} are named like splits, not classes ({', '.join(map(shown, split_like))}). "
+            f"Folders of {shown(root)} are named like splits, not classes ({', '.join(map(shown, named_in))}). "
             "Split folders must be named train/, val/ or test/ and hold the class folders: rename them "
             "so, or pass `layout` flat to read each folder as a class.")
     pooled = [name for name, (_, split_named_inside) in by_class.items() if split_named_inside]
@@ -398,7 +399,7 @@ def _class_splits(folder: Path) -> tuple[dict[str, str], bool]:
     by_split = {split_of(name): name for name in subfolders}
     alone = (bool(subfolders) and None not in by_split and len(by_split) == len(subfolders) and "train" in by_split
              and not any(is_image_name(entry.name) for entry in entries if not entry.is_dir(follow_symlinks=False)))
-    return (by_split if alone else {}), any(split_of(name) for name in subfolders)
+    return (by_split if alone else {}), bool(by_split.keys() - {None})
 
 
 def _class_first_plan(root: Path, splits: dict[str, dict[str, str]], val_fraction: float,

@@ -26,7 +26,7 @@ def write_predictions(batches: Iterable[list], class_names: list[str], output_fo
     as it comes, so a run stopped halfway keeps what it predicted; (records, errors) written."""
     k = min(top_k, len(class_names))
     lines, opening, separator, closing = {
-        "text": (_text, "", "", ""), "csv": (_csv, _csv_header(class_names, k, all_classes), "", ""),
+        "text": (_text, "", "", ""), "csv": (_csv, _csv_text([_csv_columns(class_names, k, all_classes)]), "", ""),
         "json": (_json, "[\n", ",\n", "\n]\n")}[output_format]
     write(opening)
     records = errors = 0
@@ -54,35 +54,36 @@ def _text(predictions, class_names, k, all_classes) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _csv_header(class_names, k, all_classes) -> str:
+def _csv_columns(class_names, k, all_classes) -> list[str]:
     """path, class, probability[, class_2, probability_2 ...][, one probability column per class], error."""
     header = ["path", "class", "probability"]
     header += [f"{column}_{rank}" for rank in range(2, k + 1) for column in ("class", "probability")]
     if all_classes:
         header += [f"p({printable(name)})" for name in class_names]
-    return _csv_line(header + ["error"])
+    return header + ["error"]
 
 
 def _csv(predictions, class_names, k, all_classes) -> str:
-    """One row per image, under ``_csv_header``. Names with commas, quotes or newlines are quoted."""
-    width = 2 * k + 1 + (len(class_names) if all_classes else 0)
+    """One row per image, under ``_csv_columns``. Names with commas, quotes or newlines are quoted."""
+    width = len(_csv_columns(class_names, k, all_classes))
     rows = []
     for p in predictions:
         if p.error is not None:
-            rows.append(_csv_line([printable(p.path)] + [""] * (width - 1) + [p.error]))
+            rows.append([printable(p.path)] + [""] * (width - 2) + [p.error])
             continue
         cells = [printable(p.path)]
         for name, probability in top_classes(p.probabilities, class_names, k):
             cells += [printable(name), f"{probability:.6f}"]
         if all_classes:
             cells += [f"{value:.6f}" for value in p.probabilities]
-        rows.append(_csv_line(cells + [""]))
-    return "".join(rows)
+        rows.append(cells + [""])
+    return _csv_text(rows)
 
 
-def _csv_line(cells: list[str]) -> str:
+def _csv_text(rows: list[list[str]]) -> str:
+    """``rows`` as CSV lines, one writer for them all."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
