@@ -34,6 +34,7 @@ import hashlib
 import os
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -440,29 +441,57 @@ def _split_folders(root: Path, names: list[str]) -> dict[str, str]:
 
 
 def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float, unlabelled: list[str]) -> _Plan:
-    """Classes are the training folder's class folders; without a validation folder, a
-    stable hash holds ``val_fraction`` of the training images out for validation."""
+    """Classes are the training folder's class folders (another split's folder of a class may
+    differ from it in case or Unicode normalisation alone, ``training_classes``); without a
+    validation folder, a stable hash holds ``val_fraction`` of the training images out for
+    validation."""
     classes = {}
     for split_name, folder in split_dirs.items():
         classes[split_name], loose = _list_folder(root / folder, root)
         unlabelled += loose
     train = split_dirs["train"]
+    warnings = []
     for split_name, folder in split_dirs.items():
-        unknown = sorted(set(classes[split_name]) - set(classes["train"]))
+        classes[split_name] = training_classes(classes[split_name], classes["train"])
+        unknown = sorted(name for name, known in classes[split_name].items() if known is None)
         if unknown:
             raise FeatureError(
                 f"{shown(root / folder)} has class folders that {shown(train)}/ lacks: "
                 f"{', '.join(map(shown, unknown))}. Every class needs training images; add them "
                 f"to {shown(train)}/ or remove them.")
+        renamed = [f"{shown(Path(folder) / name)} as {shown(known)}" for name, known in classes[split_name].items()
+                   if name != known]
+        if renamed:
+            warnings.append(f"Class folders named as in {shown(train)}/ but for case or accents are read as "
+                            f"its classes: {', '.join(renamed[:5])}{' ...' if len(renamed) > 5 else ''}.")
     carve = "validation" not in split_dirs
     folders = {
-        name: [("" if carve and split_name == "train" else split_name, root / folder / name)
-               for split_name, folder in split_dirs.items() if name in classes[split_name]]
+        name: [("" if carve and split_name == "train" else split_name, root / folder / found)
+               for split_name, folder in split_dirs.items()
+               for found, known in classes[split_name].items() if known == name]
         for name in classes["train"]
     }
-    warnings = [f"No validation folder in {shown(root)}: {val_fraction:.0%} of {shown(train)}/ is "
-                "held out for validation by a stable hash of each path."] if carve else []
+    if carve:
+        warnings.append(f"No validation folder in {shown(root)}: {val_fraction:.0%} of {shown(train)}/ is "
+                        "held out for validation by a stable hash of each path.")
     return _Plan("splits", folders, unlabelled, warnings=warnings)
+
+
+def training_classes(names: list[str], training: list[str]) -> dict[str, str | None]:
+    """Each of a split's class folder ``names`` -> the ``training`` class it holds: the same
+    name, else the one training class whose name differs from it only in case or Unicode
+    normalisation (``train/Cats`` and ``val/cats``; a Mac's decomposed accents); None if none."""
+    def key(name: str) -> str:
+        return unicodedata.normalize("NFC", name).casefold()
+
+    by_key: dict[str, list[str]] = {}
+    for name in training:
+        by_key.setdefault(key(name), []).append(name)
+    matches = {}
+    for name in names:
+        candidates = [name] if name in training else by_key.get(key(name), [])
+        matches[name] = candidates[0] if len(candidates) == 1 else None
+    return matches
 
 
 def _check_classes(root: Path, class_names: list[str], found: dict[str, list], unlabelled: list[str]) -> None:

@@ -231,6 +231,26 @@ def test_a_class_only_in_validation_is_refused_whatever_the_folder_names(tmp_pat
         scan_dataset(tmp_path)
 
 
+def test_a_split_folder_naming_a_class_in_another_case_or_composition_joins_that_class(tmp_path):
+    cafe, decomposed = "caf\u00e9", "cafe\u0301"  # as typed on Linux; as a Mac's file system spells it
+    write_images(tmp_path / "train", {"Cats": 4, cafe: 4, "dogs": 4})
+    write_images(tmp_path / "val", {"cats": 2, decomposed: 2, "dogs": 2}, start=10)
+    dataset = scan_dataset(tmp_path)
+    assert dataset.class_names == ("Cats", cafe, "dogs")
+    validation = [(source.path, dataset.class_names[source.label]) for source in dataset.sources
+                  if source.split == "validation"]
+    assert sorted(name for _, name in validation) == ["Cats", "Cats", cafe, cafe, "dogs", "dogs"]
+    assert all(path.startswith("val/cats/") for path, name in validation if name == "Cats")
+    assert any("read as its classes: " in warning and "val/cats as Cats" in warning for warning in dataset.warnings)
+
+
+def test_a_case_match_among_two_training_classes_is_still_refused(tmp_path):
+    write_images(tmp_path / "train", {"Cats": 4, "CATS": 4})
+    write_images(tmp_path / "val", {"cats": 2, "Cats": 2}, start=10)
+    with pytest.raises(FeatureError, match="val has class folders that train/ lacks: cats"):
+        scan_dataset(tmp_path)
+
+
 def test_images_outside_class_folders_are_listed_as_unlabelled_not_unreadable(split_folder):
     shutil.copy(split_folder / "train" / "cats" / "img_000.JPG", split_folder / "train" / "stray.jpg")
     (split_folder / "validation" / "loose.png").write_bytes(b"x")
