@@ -26,6 +26,8 @@ BACKEND ?= local
 SCHEDULER ?=
 HEAD ?= logreg
 HEADS ?= all
+# FINAL_FIT: the photos the saved heads learn from, auto (train+validation but for finetune), train or train+validation.
+FINAL_FIT ?=
 CACHE ?= cache
 RUNS ?= runs
 STORE ?= latest
@@ -53,6 +55,7 @@ RUNTIME := $(INSTALLED) $(if $(NEEDS_FAST),$(FAST_INSTALLED)) $(if $(filter dask
 # Where stage one and the heads' search run: BACKEND=dask [SCHEDULER=tcp://host:8786].
 DISTRIBUTE := $(strip --backend $(BACKEND) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)"))
 CLI := $(BIN)/python -m pipeline
+FINAL_FIT_OPTION := $(if $(FINAL_FIT),--final-fit $(FINAL_FIT))
 # Commands that use a store: the last finished one (or STORE), built first only when DATA is given.
 USES_STORE := $(if $(DATA),features,$(RUNTIME))
 # compare alone also builds the built-in demo when there is no store yet, so a fresh clone's
@@ -91,12 +94,12 @@ features: $(RUNTIME)
 ## Stage two: fit HEAD (dense, logreg, svm, ensemble; finetune on a POOLING=block4_pool store) on the last store (or STORE; DATA: that folder's)
 .PHONY: head
 head: $(USES_STORE)
-	$(CLI) head --head $(HEAD) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+	$(CLI) head --head $(HEAD) $(FINAL_FIT_OPTION) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Fit HEADS (default all) on one store and rank them (no store yet: the built-in demo)
 .PHONY: compare
 compare: $(if $(or $(DATA),$(NO_STORE_YET)),features,$(RUNTIME))
-	$(CLI) compare --heads $(HEADS) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
+	$(CLI) compare --heads $(HEADS) $(FINAL_FIT_OPTION) $(DISTRIBUTE) --store $(STORE) --cache "$(CACHE)" --runs "$(RUNS)"
 
 ## Classify IMAGES (files or folders; read as shell words: quote a name with spaces or ( ), IMAGES='"my photos (2)/" a.jpg') with a fitted HEAD
 .PHONY: predict
@@ -148,7 +151,7 @@ help:
 	@echo "  stage one:  DATA=$(DATA)  LAYOUT=$(LAYOUT)  WEIGHTS=$(WEIGHTS)  IMAGE_SIZE=$(IMAGE_SIZE)  QUALITY=$(QUALITY)"
 	@echo "              PASSES=$(PASSES)  VIEWS=$(VIEWS)  POOLING=$(POOLING)  SHARD_SIZE=$(SHARD_SIZE)  MAX_BAD=$(MAX_BAD)"
 	@echo "              PRECISION=$(PRECISION)  ENGINE=$(ENGINE)  CALIBRATION_IMAGES=$(CALIBRATION_IMAGES)  FAST=$(FAST)"
-	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)"
+	@echo "  stage two:  HEAD=$(HEAD)  HEADS=$(HEADS)  STORE=$(STORE)  FINAL_FIT=$(FINAL_FIT)"
 	@echo "  predict:    IMAGES=$(IMAGES)  FORMAT=$(FORMAT)  TOP_K=$(TOP_K)"
 	@echo "  export:     OUT=$(OUT)  FORCE=$(FORCE)"
 	@echo "  everywhere: CACHE=$(CACHE)  RUNS=$(RUNS)  BACKEND=$(BACKEND)  SCHEDULER=$(SCHEDULER)"

@@ -200,6 +200,7 @@ class DenseHead(Head):
         head.classes_, y_index = np.unique(y, return_inverse=True)
         head.feature_shape_ = tuple(X.shape[1:])
         head.epochs_, head.refitted_, head.columns_ = list(self.epochs_), True, self.columns_
+        head.cv_score_ = None  # no holdout: as a scikit-learn head's fit_like
         trained = [head._train_on_every_row(X, y_index, epochs, self.columns_, self.seed + index)
                    for index, epochs in enumerate(self.epochs_)]
         head._keep([model for model, _ in trained], [rows for _, rows in trained])

@@ -103,6 +103,21 @@ class EnsembleHead(Head):
         self.members_ = {name: members[name] for name in self.chosen_}
         return self
 
+    def fit_like(self, X, y, groups=None, fitted: dict[str, Head] | None = None) -> "EnsembleHead":
+        """A new ensemble with this one's voters and selection, each voter refitted on ``X``, ``y``
+        with its tuned choices (its own ``fit_like``), or taken from ``fitted`` (voters already
+        refitted so on exactly these rows); nothing is searched or selected again."""
+        self._check_fitted()
+        fitted = fitted or {}
+        head = type(self)(**self.get_params())
+        X, y = check_training_data(X, y)
+        head.classes_, head.feature_shape_ = np.unique(y), tuple(X.shape[1:])
+        head.chosen_, head.cv_scores_, head.selection_note_ = list(self.chosen_), self.cv_scores_, self.selection_note_
+        head.members_ = {name: fitted[name] if name in fitted else member.fit_like(X, y, groups)
+                         for name, member in self.members_.items()}
+        head.reused_ = [name for name in head.members_ if name in fitted]
+        return head
+
     @property
     def cv_score_(self) -> float | None:
         """The voters' out-of-fold accuracy on the training rows (None when the selection was skipped)."""

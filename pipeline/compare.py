@@ -17,18 +17,22 @@ from features.calibration import model_identity
 from heads._ensemble import MEMBER_HEADS
 from pipeline.leaderboard import SIGNIFICANCE, mark_against_best, pairwise_tests, rank, write_leaderboard
 from pipeline.metrics import classification_metrics
-from pipeline.runs import PREDICTIONS_FILE, Run, class_probabilities, fit_run
+from pipeline.runs import PREDICTIONS_FILE, Run, class_probabilities, fit_run, resolved_final_fit
 
 logger = logging.getLogger(__name__)
 
 
-def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: bool = True) -> dict:
-    """Fit ``names`` on ``store`` and write ``leaderboard.{md,json}``; return the board."""
+def compare_heads(store: FeatureStore, names: list[str], runs: Path, search: bool = True,
+                  final_fit: str = "auto") -> dict:
+    """Fit ``names`` on ``store`` (each refitted as ``final_fit`` asks, ``fit_run``) and write
+    ``leaderboard.{md,json}``; return the board."""
+    for name in names:  # before any fit
+        resolved_final_fit(name, final_fit)
     fitted: dict[str, Run] = {}
     for name in sorted(names, key=lambda n: n == "ensemble"):  # the ensemble last: it reuses the others
         logger.info("fitting %s ...", name)
         members = {n: run for n, run in fitted.items() if n in MEMBER_HEADS} if name == "ensemble" else None
-        fitted[name] = fit_run(store, name, {}, runs, search=search, members=members)
+        fitted[name] = fit_run(store, name, {}, runs, search=search, members=members, final_fit=final_fit)
     rows = rank({name: run.metrics for name, run in fitted.items()})
     for row in rows:  # the exact model scored: a later fit of the head has another identity
         row["model"] = model_identity(fitted[row["head"]].info["model_sha256"])
@@ -80,7 +84,12 @@ def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict], pairs:
             if head in (pair["a"], pair["b"]) and pair["p"] >= SIGNIFICANCE]
     if tied:
         why += f" McNemar's test cannot tell it apart from {', '.join(tied)} on the validation images."
-    chosen = {"head": head, "why": why, "cv_scores": scored}
+    refit = fitted[head].info.get("final_fit")
+    if refit:
+        why += (f" It was then refitted with the same choices on the training and validation rows ({refit['rows']}; "
+                "--final-fit): predict and export use that refit, which no validation figure "
+                "describes" + (", and which the test split scores." if "test" in store.splits else "."))
+    chosen = {"head": head, "why": why, "cv_scores": scored, "final_fit": refit}
     if "test" in store.splits:
         test = store.split_arrays("test", passes=False)
         proba = class_probabilities(fitted[head].head, test["features"], len(store.class_names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,28 @@ def expand_image_paths(items: list[Path]) -> list[Path]:
                             + (f" ({len(undecoded)} HEIC/HEIF file(s), a format this tool does not decode: "
                                "convert them to JPEG or PNG)." if undecoded else "."))
     return paths
+
+
+def learnt_photos(store: FeatureStore, run: Run) -> dict[str, str]:
+    """Path -> split of each of the store's photos that ``run``'s saved head learnt from: the
+    training photos, and the validation photos where it was refitted on them (``final_fit``)."""
+    splits = ("train", "validation") if run.info.get("final_fit") else ("train",)
+    root = store.manifest["data_root"]  # resolved; the sources below it hold no link to a folder
+    return {os.path.join(root, source["path"]): source["split"]
+            for source in store.manifest["sources"] if source["split"] in splits}
+
+
+def learnt_photos_warning(paths: list[Path], learnt: dict[str, str]) -> str | None:
+    """Where some of ``paths`` are photos the head learnt from (``learnt_photos``), a line saying
+    that their predictions say nothing of its accuracy; else None."""
+    seen = Counter(learnt[path] for path in map(os.path.realpath, paths) if path in learnt)
+    if not seen:
+        return None
+    counts = " and ".join(f"{seen[split]} {split}" for split in ("train", "validation") if seen[split])
+    refit = (" (the head was refitted on the validation photos after they had measured it; `--final-fit "
+             "train` keeps them out of it)") if seen["validation"] else ""
+    return (f"{sum(seen.values())} of the {len(paths)} images are photos the head learnt from ({counts}): "
+            f"their predictions say nothing of its accuracy, which its validation figures measure{refit}.")
 
 
 def _split_name_hint(items: list[Path], index: int) -> str:

@@ -101,7 +101,9 @@ def test_leaderboard_has_intervals_tests_and_a_test_split_verdict(compared):
     assert board["chosen"]["cv_scores"] == cv and cv[board["chosen"]["head"]] == max(cv.values())
     assert "validation took no part in the choice" in board["chosen"]["why"]
     assert board["chosen"]["test"]["n_samples"] == 15
-    assert "Chosen:" in result.output and "Test split: accuracy" in result.output
+    assert "refitted with the same choices on the training and validation rows" in board["chosen"]["why"]
+    assert "Chosen:" in result.output
+    assert "Test split (the head refitted on training and validation): accuracy" in result.output
 
 
 def test_mcnemar_is_exact_for_few_disagreements():

@@ -63,8 +63,10 @@ def test_predict_and_the_keras_export_apply_the_stores_views(cli, tmp_path):
     photos = write_pngs(tmp_path / "photos")
     common = ["--cache", cli.cache, "--runs", cli.runs]
     assert cli(*extract_args(photos, cli.cache, "--views", "2")).exit_code == 0
-    # the .keras export below takes a logreg without the signed square root (no Keras layer for it)
-    assert cli("head", "--head", "logreg", "--no-search", "--param", "normalize=none", *common).exit_code == 0
+    # the .keras export below takes a logreg without the signed square root (no Keras layer for it);
+    # fitted on training alone, so that it predicts validation as its saved validation predictions say
+    assert cli("head", "--head", "logreg", "--no-search", "--param", "normalize=none", "--final-fit", "train",
+               *common).exit_code == 0
     images = sorted((photos / "validation").rglob("*.png"))
     predicted = json.loads(cli("predict", *images, "--head", "logreg", "--format", "json", *common).stdout)
     saved = np.load(next(cli.runs.glob("*/logreg/validation_predictions.npz")))
