@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from features import FeatureStore
-from features.store import ShardedFeatures
 from features.weights import file_sha256
 from features.lock import FolderLock, lock_path
-from features.store import TEMPORARY_MARK, atomic_write_bytes
+from features.store import TEMPORARY_MARK, ShardedFeatures, atomic_write_bytes
 from features.spec import BILINEAR_GROUP, Pooling
 from heads import HEADS, MAPS_HEADS, Head, create_head, head_class
 from pipeline.config import command_forms
