@@ -55,6 +55,14 @@ def write_split_folder(root: Path, train_per_class: int, validation_per_class: i
     return root
 
 
+def write_three_classes(root: Path, **per_split: int) -> Path:
+    """root/<split>/{alpha,beta,gamma}/*, ``per_split[split]`` images a class, each split's numbered
+    from its own hundred (train 0, validation 100, test 200) so that no two images are alike."""
+    for number, (split, count) in enumerate(per_split.items()):
+        write_images(root / split, {"alpha": count, "beta": count, "gamma": count}, start=100 * number)
+    return root
+
+
 @pytest.fixture
 def flat_folder(tmp_path: Path) -> Path:
     """root/<class>/*: three classes, 12 images each."""

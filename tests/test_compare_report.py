@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from features import load_pixels
 from features.calibration import model_identity
 from pipeline.stats import mcnemar
-from tests.conftest import extract_args, make_cli, pattern_image, quick_dense_defaults, write_images
+from tests.conftest import extract_args, make_cli, pattern_image, quick_dense_defaults, write_three_classes
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,10 +30,7 @@ def compared(tmp_path_factory):
 
     Returns (cli, data folder, runs folder of the store, leaderboard, compare's CLI result)."""
     cli = make_cli(tmp_path_factory.mktemp("compare"))
-    data = cli.cache.parent / "data"
-    write_images(data / "train", {"alpha": 14, "beta": 14, "gamma": 14})
-    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
-    write_images(data / "test", {"alpha": 5, "beta": 5, "gamma": 5}, start=200)
+    data = write_three_classes(cli.cache.parent / "data", train=14, validation=6, test=5)
     assert cli(*extract_args(data, cli.cache, "--passes", "1")).exit_code == 0
     result = cli("compare", "--cache", cli.cache, "--runs", cli.runs)
     assert result.exit_code == 0, result.output

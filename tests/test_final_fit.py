@@ -14,7 +14,7 @@ from heads import EnsembleHead
 from pipeline.compare import compare_heads
 from pipeline.errors import PipelineError
 from pipeline.runs import PREDICTIONS_FILE, fit_run, load_run, resolved_final_fit
-from tests.conftest import extract_args, make_cli, quick_dense_defaults, write_images
+from tests.conftest import extract_args, make_cli, quick_dense_defaults, write_three_classes
 
 BOTH = "train+validation"
 
@@ -23,10 +23,7 @@ BOTH = "train+validation"
 def store(tmp_path_factory):
     """A `blocks` store of three classes: 12 training, 6 validation and 4 test images each."""
     cli = make_cli(tmp_path_factory.mktemp("final_fit"))
-    data = cli.cache.parent / "data"
-    write_images(data / "train", {"alpha": 12, "beta": 12, "gamma": 12})
-    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
-    write_images(data / "test", {"alpha": 4, "beta": 4, "gamma": 4}, start=200)
+    data = write_three_classes(cli.cache.parent / "data", train=12, validation=6, test=4)
     assert cli(*extract_args(data, cli.cache, "--pooling", "blocks")).exit_code == 0
     return FeatureStore(cli.cache / (cli.cache / "LATEST").read_text().strip())
 

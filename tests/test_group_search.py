@@ -11,7 +11,7 @@ from features import FeatureStore
 from heads import DenseHead, HeadError, LogRegHead, SVMHead
 from pipeline.compare import choose, compare_heads
 from pipeline.runs import BLOCK5, COLUMN_CHOICES, fit_run
-from tests.conftest import extract_args, make_cli, quick_dense_defaults, write_images
+from tests.conftest import extract_args, make_cli, quick_dense_defaults, write_three_classes
 
 GROUPS = {"a": [0, 4], "b": [4, 8], "noise": [8, 40]}
 
@@ -56,9 +56,7 @@ def test_normalisation_is_per_group_and_columns_must_name_groups():
 @pytest.fixture(scope="module")
 def blocks_store(tmp_path_factory):
     cli = make_cli(tmp_path_factory.mktemp("groups"))
-    data = cli.cache.parent / "data"
-    write_images(data / "train", {"alpha": 12, "beta": 12, "gamma": 12})
-    write_images(data / "validation", {"alpha": 6, "beta": 6, "gamma": 6}, start=100)
+    data = write_three_classes(cli.cache.parent / "data", train=12, validation=6)
     assert cli(*extract_args(data, cli.cache, "--pooling", "blocks")).exit_code == 0
     return cli, FeatureStore(cli.cache / (cli.cache / "LATEST").read_text().strip())
 
