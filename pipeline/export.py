@@ -128,7 +128,7 @@ def _write_export_folder(store: FeatureStore, run: Run, predictor: Predictor, fo
     info = {
         "head": run.info["head"], "store_key": store.key, "backbone": predictor.backbone,
         "dtype": predictor.dtype, "weights": predictor.weights, "class_names": predictor.class_names,
-        "model_sha256": hash_folder(folder / MODEL_DIR),
+        "final_fit": run.info.get("final_fit"), "model_sha256": hash_folder(folder / MODEL_DIR),
     }
     if predictor.int8_folder:  # the calibrated base travels with the head
         shutil.copytree(predictor.int8_folder / INT8_DIR, folder / INT8_DIR)

@@ -13,6 +13,7 @@ from features import FeatureStore
 from heads import EnsembleHead
 from pipeline.compare import compare_heads
 from pipeline.errors import PipelineError
+from pipeline.export import export_run
 from pipeline.runs import PREDICTIONS_FILE, fit_run, load_run, resolved_final_fit
 from tests.conftest import extract_args, make_cli, quick_dense_defaults, write_three_classes
 
@@ -58,6 +59,10 @@ def test_a_run_saves_the_refit_and_keeps_the_tuned_heads_validation_figures(stor
     np.testing.assert_allclose(loaded.predict_proba(X), expected, atol=1e-6)
     unrefitted = load_run(tmp_path / "train", store, "logreg").head.predict_proba(X)
     assert np.abs(unrefitted - expected).max() > 1e-5
+
+    exported = tmp_path / "exported"  # an export says which photos its head learnt from
+    export_run(store, load_run(tmp_path / "both", store, "logreg"), exported)
+    assert json.loads((exported / "export.json").read_text())["final_fit"]["rows"] == len(y)
 
 
 def test_an_ensemble_keeps_its_selection_and_takes_its_voters_refits_as_given():
