@@ -516,16 +516,18 @@ def _label_file_hint(root: Path) -> str:
 
 
 def _nested_classes_hint(root: Path, name: str, images: list) -> str:
-    """Where ``name``, the one class folder of a flat ``root``, holds no image of its own but
-    subfolders of them (an archive unpacked into a folder of its name), the `data` that takes those
-    as classes."""
-    if any(split_name for split_name, _, _ in images):  # split folders: their classes are a level down
-        return ""
-    subfolders = {Path(relpath).parts[1] if len(Path(relpath).parts) > 2 else None for _, relpath, _ in images}
+    """Where ``name``, the one class folder of ``root``, holds no image of its own but subfolders of
+    them (an archive unpacked into a folder of its name), or split folders holding such subfolders
+    (read as one class laid out class first: ``dataset/{train,val}/<class>/``), the `data` that
+    takes those subfolders as classes."""
+    depth = 2 if any(split_name for split_name, _, _ in images) else 1  # below its split folders
+    subfolders = {Path(relpath).parts[depth] if len(Path(relpath).parts) > depth + 1 else None
+                  for _, relpath, _ in images}
     if None in subfolders or len(subfolders) < 2:
         return ""
     listed = ", ".join(map(shown, sorted(subfolders)[:3])) + (", ..." if len(subfolders) > 3 else "")
-    return (f" Its images lie in {len(subfolders)} subfolders ({listed}): if those are the classes, pass "
+    where = "subfolders of its split folders" if depth == 2 else "subfolders"
+    return (f" Its images lie in {len(subfolders)} {where} ({listed}): if those are the classes, pass "
             f"`data` {shown(root / name)}.")
 
 

@@ -112,6 +112,12 @@ def test_bad_data_folders(cli, tmp_path):
     one_line_error(cli(*extract_args(tmp_path / "unpacked", cli.cache)), "Only one class with images",
                    "Its images lie in 2 subfolders (roses, tulips): if those are the classes, pass --data "
                    f"{tmp_path / 'unpacked' / 'flowers'}.")
+    # ... and one of split folders, which reads as one class laid out class first.
+    write_images(tmp_path / "wrapped" / "dataset" / "train", {"roses": 3, "tulips": 3})
+    write_images(tmp_path / "wrapped" / "dataset" / "val", {"roses": 2, "tulips": 2}, start=10)
+    one_line_error(cli(*extract_args(tmp_path / "wrapped", cli.cache)), "Only one class with images",
+                   "Its images lie in 2 subfolders of its split folders (roses, tulips): if those are the "
+                   f"classes, pass --data {tmp_path / 'wrapped' / 'dataset'}.")
     (tmp_path / "flowers.zip").write_bytes(b"PK\x05\x06" + bytes(18))
     one_line_error(cli(*extract_args(tmp_path / "flowers.zip", cli.cache)), "flowers.zip is a file, not a folder. "
                    "Unpack the archive and pass --data a folder")
