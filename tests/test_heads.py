@@ -58,7 +58,7 @@ def test_params_are_typed_from_defaults():
 
 
 @pytest.mark.parametrize("pairs, message", [
-    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, column_groups, columns, cv_folds, max_iter"),
+    (["gamma=1"], "Unknown parameter 'gamma' for head 'logreg'; it takes C, class_weight, column_groups, columns, cv_folds"),
     (["search_space=1"], "cannot be set with `param`"),
     (["C"], "`param` takes name=value"),
     (["C=high"], "'C' must be a float"),
@@ -266,6 +266,23 @@ def test_sqrt_l2_normalisation_is_the_default_and_can_be_searched():
         np.testing.assert_allclose(steps["normalize"].transform(X), signed_sqrt_l2(X) * X.shape[1] ** 0.5, rtol=1e-6)
         assert steps["minmaxscaler"] == steps["standardscaler"] == "passthrough"
         assert (fixed.predict(X) == y).mean() > 0.9
+
+
+def test_logreg_weighs_each_class_alike_by_default_so_a_rare_class_is_still_found():
+    def pooled_like(y):  # non-negative, each class lighting its own channels
+        X = np.abs(rng.normal(size=(len(y), 40)))
+        X[y == 1, :10] += 0.4
+        X[y == 0, 10:20] += 0.4
+        return X.astype(np.float32)
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [300, 12])  # a dozen photos of one class beside hundreds of the other
+    X, new = pooled_like(y), pooled_like(np.ones(200, int))
+    recall = {weights: float(np.mean(LogRegHead(class_weight=weights, n_jobs=1).fit(X, y).predict(new) == 1))
+              for weights in ("balanced", "none")}
+    assert LogRegHead().class_weight == "balanced"
+    assert recall["balanced"] > recall["none"] + 0.3
+    assert parse_params(LogRegHead, ["class_weight=none"]) == {"class_weight": "none"}
 
 
 @pytest.mark.parametrize("calibration", ["sigmoid", "temperature"])
