@@ -37,7 +37,8 @@ from features import FeatureStore  # noqa: E402
 from pipeline.runs import head_for_store  # noqa: E402
 
 HEADS = {"logreg none": ("logreg", {"class_weight": "none"}), "logreg balanced": ("logreg", {"class_weight": "balanced"}),
-         "svm": ("svm", {}), "dense": ("dense", {})}
+         "svm": ("svm", {}), "dense none": ("dense", {"class_weight": "none"}),
+         "dense balanced": ("dense", {"class_weight": "balanced"})}
 
 
 def imbalanced(rows: np.ndarray, y: np.ndarray, groups: np.ndarray, rare: int, seed: int) -> np.ndarray:
@@ -62,18 +63,21 @@ def main(argv=None) -> None:
     store_options(parser, DATASETS)
     parser.add_argument("--rare", type=int, default=8, help="photos of each rare class in a fold's fit part (default 8)")
     parser.add_argument("--cv", type=int, default=1, metavar="R", help="repeats of the grouped 5-fold split (default 1)")
+    parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS),
+                        help="heads to fit (logreg none, the baseline, always is)")
     args = parser.parse_args(argv)
+    heads = {name: HEADS[name] for name in HEADS if name in args.heads or name == "logreg none"}
     args.cache.mkdir(parents=True, exist_ok=True)
     print("set | head | accuracy | rare classes' recall | accuracy at the fit part's shares")
     for data in args.data:
         store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
         X, y, groups = pooled(split_with_groups(store, "train", passes=False),
                               split_with_groups(store, "validation", passes=False))
-        right = {name: [] for name in HEADS}
+        right = {name: [] for name in heads}
         rare_rows, shares = [], []
         for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, 0)):
             fit_rows = imbalanced(fit_rows, y, groups, args.rare, fold)
-            for name, (head_name, params) in HEADS.items():
+            for name, (head_name, params) in heads.items():
                 head = head_for_store(store, head_name, params).fit(X[fit_rows], y[fit_rows], groups=groups[fit_rows])
                 right[name].append((head.predict(X[test_rows]) == y[test_rows]).astype(float))
             rare_rows.append(y[test_rows] % 2 == 1)
@@ -82,7 +86,7 @@ def main(argv=None) -> None:
             shares.append((fit_share / np.maximum(test_share, 1e-12))[y[test_rows]])
         rare_rows, shares = np.concatenate(rare_rows), np.concatenate(shares)
         base = np.concatenate(right["logreg none"])
-        for name in HEADS:
+        for name in heads:
             correct = np.concatenate(right[name])
             difference = correct - base
             cells = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from heads._base import Flag, Head, Interval, check_columns, check_training_data, selected_ranges
+from heads._base import Flag, Head, Interval, Options, check_columns, check_training_data, selected_ranges
 from heads._training import EpochTrainer, holdout_split
 
 MODEL_FILE = "model.keras"
@@ -72,6 +72,8 @@ class DenseHead(Head):
     batch_size : int
     patience : int, epochs without improvement before stopping.
     holdout : float, fraction of training rows (or groups) used for early stopping.
+    class_weight : str or dict, ``balanced`` (each class weighs the same in the loss, in training and
+        on the holdout, however many rows it has), ``none`` (every row alike) or class -> weight.
     refit : bool, train again on every training row for the chosen number of epochs.
     column_groups : dict or None, group name -> [start, stop) of its feature columns.
     columns : str or None, "+"-joined groups to use; None: every column.
@@ -90,6 +92,7 @@ class DenseHead(Head):
         "batch_size": [Interval(int, 1)],
         "patience": [Interval(int, 0)],
         "holdout": [Interval(float, 0, 1, closed="neither")],
+        "class_weight": [Options("none", "balanced"), dict],
         "refit": [Flag()],
         "column_groups": [None, dict],
         "columns": [None, str],
@@ -99,7 +102,7 @@ class DenseHead(Head):
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, input_dropout: float = 0.5, networks: int = 3,
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 64,
-                 patience: int = 10, holdout: float = 0.2, refit: bool = True,
+                 patience: int = 10, holdout: float = 0.2, class_weight: str = "balanced", refit: bool = True,
                  column_groups: dict | None = None, columns: str | None = None,
                  search_space: dict | None = None, seed: int = 0):
         self.units = units
@@ -111,6 +114,7 @@ class DenseHead(Head):
         self.batch_size = batch_size
         self.patience = patience
         self.holdout = holdout
+        self.class_weight = class_weight
         self.refit = refit
         self.column_groups = column_groups
         self.columns = columns
@@ -175,7 +179,7 @@ class DenseHead(Head):
         ``stop_rows`` (on the training loss when there are none), with input ``columns``."""
         keras.utils.set_random_seed(seed)
         model = self._build(statistics, len(self.classes_), columns)
-        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed)
+        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed, self._class_weights(y_index, fit_rows))
         epochs, loss, accuracy = trainer.early_stopped(fit_rows, stop_rows, self.epochs, self.patience)
         return model, epochs, {"accuracy": accuracy or 0.0, "loss": loss}
 
@@ -184,10 +188,21 @@ class DenseHead(Head):
         every = np.arange(len(y_index))
         keras.utils.set_random_seed(seed)
         model = self._build(_statistics(X, every), len(self.classes_), columns)
-        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed)
+        trainer = EpochTrainer(model, X, y_index, self.batch_size, seed, self._class_weights(y_index, every))
         for _ in range(epochs):
             trainer.epoch(every)
         return model, trainer.served
+
+    def _class_weights(self, y_index: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """Each class's weight in the loss on ``rows``: with ``class_weight="balanced"``, rows over
+        classes times the class's rows (scikit-learn's), so each class weighs alike; a dict's (1 for
+        a class it omits); None for ``none``."""
+        if self.class_weight == "none":
+            return None
+        if isinstance(self.class_weight, dict):
+            return np.array([self.class_weight.get(label, 1.0) for label in self.classes_.tolist()])
+        counts = np.bincount(y_index[rows], minlength=len(self.classes_))
+        return len(rows) / (len(self.classes_) * np.maximum(counts, 1))
 
     def fit_like(self, X, y, groups=None) -> "DenseHead":
         """A new head with this fitted head's parameters, its networks trained on every row of ``X``,

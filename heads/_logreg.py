@@ -41,10 +41,11 @@ class LogRegHead(SklearnHead):
     # bench/accuracy.py: log loss 0.197, ECE 0.154 at 0.993 accuracy; by log loss 0.031, 0.018 at
     # 0.989); log loss picks one C across folds (up to 100 with 20 photos a class).
     search_metric = "log_loss"
-    # class_weight balanced by default: in bench/class_weight.py, with every other class cut to 8
-    # photos in the training folds (three shared sets), the held-out accuracy rose 3.0-11.7 points and
-    # the rare classes' recall 6.1-23.4, the accuracy at the training folds' class shares 0.1-1.1;
-    # with 20 photos, 0.9-5.4, 2.0-10.8 and -0.6 to +0.2; on the whole, balanced sets it moved 0.1 or less.
+    # class_weight balanced by default (the dense head's too): in bench/class_weight.py, with every
+    # other class cut to 8 photos in the training folds (three shared sets), the held-out accuracy
+    # rose 3.0-11.7 points and the rare classes' recall 6.1-23.4, the accuracy at the training
+    # folds' class shares 0.1-1.1; with 20 photos, 0.9-5.4, 2.0-10.8 and -0.6 to +0.2; on the whole,
+    # balanced sets it moved 0.1 or less.
     _parameter_constraints = {
         "C": POSITIVE_FLOAT,
         "normalize": NORMALIZE,

@@ -64,11 +64,15 @@ class EpochTrainer:
     thousand rows. Here an epoch's rows are gathered a chunk at a time (``CHUNK_BYTES`` at most:
     one chunk on most stores), and one traced function runs every batch of a chunk, so the
     features need not fit in memory and an epoch costs about its arithmetic.
-    ``served`` holds the distinct rows trained on so far.
+    ``served`` holds the distinct rows trained on so far. ``class_weights`` (one per class; None:
+    every row alike) weigh each row's loss by its class, in training and in ``score``.
     """
 
-    def __init__(self, model: keras.Model, X, labels: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, model: keras.Model, X, labels: np.ndarray, batch_size: int, seed: int,
+                 class_weights: np.ndarray | None = None):
         self.model, self.X, self.labels, self.batch_size = model, X, labels, batch_size
+        self.class_weights = np.ones(int(labels.max()) + 1) if class_weights is None else np.asarray(class_weights)
+        weights = tf.constant(self.class_weights, tf.float32)
         self.served: set[int] = set()
         self._rng = np.random.default_rng(seed)
         row_bytes = 4 * int(np.prod(X.shape[1:]))
@@ -76,18 +80,21 @@ class EpochTrainer:
         model.optimizer.build(model.trainable_variables)
         rows_spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
         integers = tf.TensorSpec((None,), tf.int64)
-        self._train_chunk = tf.function(self._train_batches, input_signature=[rows_spec, integers, integers])
+        self._train_chunk = tf.function(lambda x, y, bounds: self._train_batches(x, y, bounds, weights),
+                                        input_signature=[rows_spec, integers, integers])
         self._predict_chunk = tf.function(lambda x: model(x, training=False), input_signature=[rows_spec])
 
-    def _train_batches(self, x, y, bounds):
+    def _train_batches(self, x, y, bounds, weights):
         """One optimizer step per batch of ``x``, rows ``bounds[i]`` to ``bounds[i + 1]``, in
-        order; the sum of the batches' losses, each its mean times its rows."""
+        order, each row's loss weighed by its class's ``weights``; the sum of the batches' losses,
+        each its mean times its rows."""
         total = tf.constant(0.0)
         for batch in tf.range(tf.shape(bounds)[0] - 1):
             rows, labels = x[bounds[batch]:bounds[batch + 1]], y[bounds[batch]:bounds[batch + 1]]
             with tf.GradientTape() as tape:
                 predictions = self.model(rows, training=True)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, predictions))
+                loss = tf.reduce_mean(tf.gather(weights, labels)
+                                      * keras.losses.sparse_categorical_crossentropy(labels, predictions))
             variables = self.model.trainable_variables
             self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             total += loss * tf.cast(tf.shape(rows)[0], tf.float32)
@@ -124,10 +131,12 @@ class EpochTrainer:
                                for start in range(0, len(rows), self._chunk_rows)])
 
     def score(self, rows: np.ndarray) -> tuple[float, float]:
-        """(mean crossentropy, accuracy) on ``rows``, each probability clipped at 1e-7."""
+        """(crossentropy, accuracy) on ``rows``, each probability clipped at 1e-7, the
+        crossentropy's mean weighed by the rows' class weights."""
         proba, labels = self.probabilities(rows), self.labels[rows]
         picked = np.clip(proba[np.arange(len(rows)), labels], 1e-7, 1.0)
-        return float(-np.log(picked).mean()), float((proba.argmax(axis=1) == labels).mean())
+        loss = np.average(-np.log(picked), weights=self.class_weights[labels])
+        return float(loss), float((proba.argmax(axis=1) == labels).mean())
 
     def early_stopped(self, fit_rows: np.ndarray, stop_rows: np.ndarray, epochs: int,
                       patience: int) -> tuple[int, float, float | None]:

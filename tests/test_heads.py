@@ -268,7 +268,9 @@ def test_sqrt_l2_normalisation_is_the_default_and_can_be_searched():
         assert (fixed.predict(X) == y).mean() > 0.9
 
 
-def test_logreg_weighs_each_class_alike_by_default_so_a_rare_class_is_still_found():
+@pytest.mark.parametrize("head_class, params", [(LogRegHead, {"n_jobs": 1}),
+                                                (DenseHead, {"networks": 1, "epochs": 30, "patience": 5})])
+def test_logreg_and_dense_weigh_each_class_alike_by_default_so_a_rare_class_is_still_found(head_class, params):
     def pooled_like(y):  # non-negative, each class lighting its own channels
         X = np.abs(rng.normal(size=(len(y), 40)))
         X[y == 1, :10] += 0.4
@@ -278,11 +280,11 @@ def test_logreg_weighs_each_class_alike_by_default_so_a_rare_class_is_still_foun
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [300, 12])  # a dozen photos of one class beside hundreds of the other
     X, new = pooled_like(y), pooled_like(np.ones(200, int))
-    recall = {weights: float(np.mean(LogRegHead(class_weight=weights, n_jobs=1).fit(X, y).predict(new) == 1))
+    recall = {weights: float(np.mean(head_class(class_weight=weights, **params).fit(X, y).predict(new) == 1))
               for weights in ("balanced", "none")}
-    assert LogRegHead().class_weight == "balanced"
+    assert head_class().class_weight == "balanced"
     assert recall["balanced"] > recall["none"] + 0.3
-    assert parse_params(LogRegHead, ["class_weight=none"]) == {"class_weight": "none"}
+    assert parse_params(head_class, ["class_weight=none"]) == {"class_weight": "none"}
 
 
 @pytest.mark.parametrize("calibration", ["sigmoid", "temperature"])
