@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import build_store, store_options  # noqa: E402  (bench/ is not a package)
-from normalization import DATASETS, paired_folds, pooled, split_with_groups  # noqa: E402
+from accuracy import store_options  # noqa: E402  (bench/ is not a package)
+from normalization import DATASETS, paired_folds, pooled_store  # noqa: E402
 
-from features import FeatureStore  # noqa: E402
 from pipeline.runs import head_for_store  # noqa: E402
 
 HEADS = {"logreg none": ("logreg", {"class_weight": "none"}), "logreg balanced": ("logreg", {"class_weight": "balanced"}),
@@ -70,9 +69,7 @@ def main(argv=None) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     print("set | head | accuracy | rare classes' recall | accuracy at the fit part's shares")
     for data in args.data:
-        store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
-        X, y, groups = pooled(split_with_groups(store, "train", passes=False),
-                              split_with_groups(store, "validation", passes=False))
+        store, X, y, groups = pooled_store(data, args)
         right = {name: [] for name in heads}
         rare_rows, shares = [], []
         for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, 0)):

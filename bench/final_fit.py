@@ -31,8 +31,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import build_store, store_options  # noqa: E402  (bench/ is not a package)
-from normalization import DATASETS, paired_difference, paired_folds, pooled, split_with_groups  # noqa: E402
+from accuracy import store_options  # noqa: E402  (bench/ is not a package)
+from normalization import DATASETS, paired_difference, paired_folds, pooled_store  # noqa: E402
 
 from features import FeatureStore  # noqa: E402
 from heads._ensemble import MEMBER_HEADS  # noqa: E402
@@ -80,9 +80,7 @@ def main(argv=None) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     print("set | photos a class | head | train | train+validation | difference | refit s")
     for data in args.data:
-        store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
-        X, y, groups = pooled(split_with_groups(store, "train", passes=False),
-                              split_with_groups(store, "validation", passes=False))
+        store, X, y, groups = pooled_store(data, args)
         for per_class in args.per_class:
             totals = {name: {"train": [], "train+validation": [], "refit_s": 0.0} for name in args.heads}
             for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, per_class)):

@@ -122,6 +122,14 @@ def pooled(train: dict, validation: dict) -> tuple[np.ndarray, np.ndarray, np.nd
     return X, y, np.concatenate([train["groups"], validation["groups"] + train["groups"].max() + 1])
 
 
+def pooled_store(data: Path, args) -> tuple[FeatureStore, np.ndarray, np.ndarray, np.ndarray]:
+    """``data``'s `blocks` store (built or reused by ``build_store``) and its training and
+    validation photos pooled (``pooled``, no augmented passes)."""
+    store = FeatureStore(args.cache / build_store(data, "blocks", args)["key"])
+    return store, *pooled(split_with_groups(store, "train", passes=False),
+                          split_with_groups(store, "validation", passes=False))
+
+
 def split_with_groups(store: FeatureStore, split: str, passes: bool) -> dict:
     """``store.split_arrays(split)`` with each row's source image as ``groups``."""
     arrays = store.split_arrays(split, passes=passes)
