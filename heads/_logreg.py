@@ -60,7 +60,7 @@ class LogRegHead(SklearnHead):
     }
 
     def __init__(self, *, C: float = 1.0, normalize: str = "sqrt_l2", column_groups: dict | None = None,
-                 columns: str | None = None, class_weight: str = "balanced", max_iter: int = 2000,
+                 columns: str | None = None, class_weight: str | dict = "balanced", max_iter: int = 2000,
                  search_space: dict | None = None,
                  cv_folds: int = 3, search_max_samples: int = 10000, n_jobs: int = -1):
         self.C = C
