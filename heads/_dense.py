@@ -102,7 +102,8 @@ class DenseHead(Head):
 
     def __init__(self, *, units: int = 256, dropout: float = 0.5, input_dropout: float = 0.5, networks: int = 3,
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 64,
-                 patience: int = 10, holdout: float = 0.2, class_weight: str | dict = "balanced", refit: bool = True,
+                 patience: int = 10, holdout: float = 0.2, class_weight: str | dict = "balanced",
+                 refit: bool = True,
                  column_groups: dict | None = None, columns: str | None = None,
                  search_space: dict | None = None, seed: int = 0):
         self.units = units
