@@ -164,6 +164,16 @@ class Head(ClassifierMixin, BaseEstimator):
         return X
 
 
+def balanced_accuracy(labels, predicted) -> float:
+    """The mean recall of the classes in ``labels``: what every head's search, holdout and vote is
+    scored by, and ``compare`` chooses by. Accuracy where the classes are the same size; where they
+    are not, a head that never predicts a rare class loses that class's whole share, not its few
+    rows. As scikit-learn's ``balanced_accuracy_score``, without its warning when ``predicted``
+    holds a class ``labels`` lacks (a fold or holdout without some class)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    return float(np.mean([np.mean(predicted[labels == label] == label) for label in np.unique(labels)]))
+
+
 def selected_ranges(column_groups: dict | None, columns: str | None, n_features: int) -> list[tuple[int, int]]:
     """The [start, stop) column ranges that ``columns`` ("+"-joined group names of
     ``column_groups``; None: every group) selects, in that order; every column when there are no

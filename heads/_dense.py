@@ -22,8 +22,8 @@ class _Network:
     columns: str | None
     epochs: int
     refitted: bool
-    cv_score: float | None  # its holdout accuracy
-    holdout_scores: dict  # columns candidate -> holdout accuracy and loss
+    cv_score: float | None  # its holdout balanced accuracy
+    holdout_scores: dict  # columns candidate -> holdout balanced accuracy and loss
     rows: set  # the training rows it was trained on
 
 
@@ -56,8 +56,9 @@ class DenseHead(Head):
     names), ``columns`` ("+"-joined groups) narrows the input to those groups, inside the network
     (built-in cropping layers, so the saved model still takes whole rows). A ``search_space``
     holding ``columns`` early-stops the first network once per candidate on its holdout and keeps
-    the one with the best holdout accuracy (ties: lower loss): ``columns_``, which the other
-    networks take. ``cv_score_`` is the networks' mean holdout accuracy (None without a holdout).
+    the one with the best holdout balanced accuracy (``heads._base.balanced_accuracy``; ties: lower
+    loss): ``columns_``, which the other networks take. ``cv_score_`` is the networks' mean holdout
+    balanced accuracy (None without a holdout).
     Signed square root normalisation is not offered here: no built-in Keras layer computes it, and
     the model must export as one.
 
@@ -166,23 +167,25 @@ class DenseHead(Head):
         for columns in candidates:  # the same holdout, seed and epochs for each
             model, epochs, score = self._early_stopped(X, y_index, fit_rows, stop_rows, statistics, columns, seed)
             scores[str(columns)] = score
-            if best is None or (score["accuracy"], -score["loss"]) > (best[3]["accuracy"], -best[3]["loss"]):
+            if best is None or ((score["balanced_accuracy"], -score["loss"])
+                                > (best[3]["balanced_accuracy"], -best[3]["loss"])):
                 best = (columns, model, epochs, score)
         columns, model, epochs, score = best
         refitted = bool(self.refit and len(stop_rows))
         rows = set(fit_rows.tolist())
         if refitted:  # the same recipe on every row, for the epochs early stopping chose
             model, rows = self._train_on_every_row(X, y_index, epochs, columns, seed)
-        return _Network(model, columns, epochs, refitted, score["accuracy"] if len(stop_rows) else None, scores, rows)
+        return _Network(model, columns, epochs, refitted, score["balanced_accuracy"] if len(stop_rows) else None,
+                        scores, rows)
 
     def _early_stopped(self, X, y_index, fit_rows, stop_rows, statistics, columns, seed: int):
-        """(network, the epochs it was kept at, its holdout accuracy and loss) early-stopped on
+        """(network, the epochs it was kept at, its holdout balanced accuracy and loss) early-stopped on
         ``stop_rows`` (on the training loss when there are none), with input ``columns``."""
         keras.utils.set_random_seed(seed)
         model = self._build(statistics, len(self.classes_), columns)
         trainer = EpochTrainer(model, X, y_index, self.batch_size, seed, self._class_weights(y_index, fit_rows))
         epochs, loss, accuracy = trainer.early_stopped(fit_rows, stop_rows, self.epochs, self.patience)
-        return model, epochs, {"accuracy": accuracy or 0.0, "loss": loss}
+        return model, epochs, {"balanced_accuracy": accuracy or 0.0, "loss": loss}
 
     def _train_on_every_row(self, X, y_index: np.ndarray, epochs: int, columns, seed: int) -> tuple[keras.Model, set]:
         """A fresh network seeded with ``seed``, trained on every row for ``epochs``; the rows it drew."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heads._base import Head, HeadError, Interval, check_training_data
+from heads._base import Head, HeadError, Interval, balanced_accuracy, check_training_data
 from heads._logreg import LogRegHead
 from heads._sklearn import grouped_folds, smallest_class
 from heads._svm import SVMHead
@@ -36,11 +36,12 @@ class EnsembleHead(Head):
     given (``fit(..., fitted={name: head})``, as ``compare`` does, so no member is fitted twice).
     Then every member is refitted with its tuned choices (no new search, the dense head for the
     epochs it chose) on ``cv_folds`` folds of the training rows grouped by source image, and
-    predicts the held-out fold: every non-empty subset of members is scored by the accuracy of
-    its averaged out-of-fold probabilities (ties: lower log loss, then more members), and the
-    best subset votes. The validation split is never used. ``chosen_`` names the voters,
-    ``cv_scores_`` holds every subset's score and ``cv_score_`` the voters' accuracy; ``selection_note_`` says when too few images per
-    class left no folds (then every member votes).
+    predicts the held-out fold: every non-empty subset of members is scored by the balanced
+    accuracy (``heads._base.balanced_accuracy``) of its averaged out-of-fold probabilities (ties:
+    lower log loss, then more members), and the best subset votes. The validation split is never
+    used. ``chosen_`` names the voters, ``cv_scores_`` holds every subset's scores and ``cv_score_``
+    the voters' balanced accuracy; ``selection_note_`` says when too few images per class left no
+    folds (then every member votes).
 
     Parameters
     ----------
@@ -120,8 +121,9 @@ class EnsembleHead(Head):
 
     @property
     def cv_score_(self) -> float | None:
-        """The voters' out-of-fold accuracy on the training rows (None when the selection was skipped)."""
-        return self.cv_scores_["+".join(self.chosen_)]["accuracy"] if self.cv_scores_ else None
+        """The voters' out-of-fold balanced accuracy on the training rows (None when the selection was
+        skipped)."""
+        return self.cv_scores_["+".join(self.chosen_)]["balanced_accuracy"] if self.cv_scores_ else None
 
     def _select(self, X, y, groups, members: dict[str, Head]) -> tuple[list[str], dict, str | None]:
         """(voters, every subset's out-of-fold score, note)."""
@@ -143,9 +145,11 @@ class EnsembleHead(Head):
             for subset in itertools.combinations(names, size):
                 proba = np.mean([out_of_fold[n] for n in subset], axis=0)
                 picked = np.clip(proba[np.arange(len(y)), y_index], 1e-15, 1)
-                scores["+".join(subset)] = {"accuracy": float((proba.argmax(axis=1) == y_index).mean()),
+                predicted = proba.argmax(axis=1)
+                scores["+".join(subset)] = {"balanced_accuracy": balanced_accuracy(y_index, predicted),
+                                            "accuracy": float((predicted == y_index).mean()),
                                             "log_loss": float(-np.log(picked).mean())}
-        best = max(scores, key=lambda k: (scores[k]["accuracy"], -scores[k]["log_loss"], k.count("+")))
+        best = max(scores, key=lambda k: (scores[k]["balanced_accuracy"], -scores[k]["log_loss"], k.count("+")))
         note = f"selection used {folds} folds, not {self.cv_folds}: class {label!r} has {images} training images" \
             if folds < self.cv_folds else None
         return best.split("+"), scores, note

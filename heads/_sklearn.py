@@ -14,7 +14,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler, normalize
 from threadpoolctl import threadpool_limits
 
-from heads._base import Head, HeadError, Interval, Options, check_columns, check_training_data, selected_ranges
+from heads._base import (Head, HeadError, Interval, Options, balanced_accuracy, check_columns, check_training_data,
+                         selected_ranges)
 
 MODEL_FILE = "model.skops"
 LEGACY_FILE = "model.joblib"  # a pickle, as earlier versions saved heads: never opened
@@ -142,14 +143,15 @@ class SklearnHead(Head):
     """A head whose ``model_`` is a scikit-learn classifier on flattened features.
 
     With a ``search_space`` (head parameter name -> candidate values), ``fit`` first
-    picks the candidates with the best cross-validated ``search_metric`` (``accuracy``, or
-    ``log_loss``: the mean log probability of the true class) on the training rows
+    picks the candidates with the best cross-validated ``search_metric`` (``balanced_accuracy``:
+    the mean recall per class, ``heads._base.balanced_accuracy``; ``log_loss``: the mean log
+    probability of the true class; or ``accuracy``) on the training rows
     (``GroupKFold`` on ``groups``, so augmented twins of an image share a fold; joblib
     runs the fits on ``n_jobs`` workers of the backend the caller configured with
     ``joblib.parallel_config``: local processes by default, a Dask cluster under the
     CLI's ``--backend dask``; a small fit on local processes runs in this process instead,
     ``fit_workers``), then fits on all rows with them. The choice
-    is kept as ``best_params_`` and the mean fold accuracy as ``cv_score_``. Beyond
+    is kept as ``best_params_`` and their mean fold balanced accuracy as ``cv_score_``. Beyond
     ``search_max_samples`` training rows the search runs on whole groups drawn at random
     (seeded) up to that many rows: the best candidates rarely change with more rows, while
     the search's cost grows with them; the final fit always uses every row.
@@ -164,7 +166,7 @@ class SklearnHead(Head):
     none was asked for), so ``compare`` still ranks the head.
     """
 
-    search_metric = "accuracy"  # what the search maximises: "accuracy" or "log_loss"
+    search_metric = "balanced_accuracy"  # what the search maximises: a name in SEARCH_SCORERS
 
     def _make_estimator(self, n_samples: int, **overrides):
         """The final pipeline, with ``overrides`` of head parameters; ``y=`` the training labels."""
@@ -227,7 +229,7 @@ class SklearnHead(Head):
         return self.best_params_.get("columns", getattr(self, "columns", None))
 
     def _search(self, X, y, groups) -> tuple[dict, float | None, str | None]:
-        """(best head parameters, their mean fold accuracy, note) or ({}, None, why it was skipped)."""
+        """(best head parameters, their mean fold balanced accuracy, note) or ({}, None, why it was skipped)."""
         n_samples = len(y)
         groups = np.arange(n_samples) if groups is None else np.asarray(groups)
         rows = search_sample(groups, self.search_max_samples)
@@ -238,7 +240,7 @@ class SklearnHead(Head):
         if folds < 2:
             return {}, None, f"search skipped: {why}"
         estimator, grid, names = self._search_grid(n_samples)  # the solver the final fit will use
-        scoring = {"accuracy": "accuracy", **({"log_loss": true_class_log_loss} if self.search_metric == "log_loss" else {})}
+        scoring = {name: SEARCH_SCORERS[name] for name in ("balanced_accuracy", self.search_metric)}
         search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=folds), scoring=scoring,
                               n_jobs=self.n_jobs_, refit=False)
         search.fit(X, y, groups=groups)
@@ -250,7 +252,7 @@ class SklearnHead(Head):
         params = search.cv_results_["params"][index]
         best = {names[key]: value for key, value in params.items() if key in names}
         note = f"search used {folds} folds, not {self.cv_folds}: {why}" if folds < self.cv_folds else None
-        return best, float(search.cv_results_["mean_test_accuracy"][index]), note
+        return best, float(search.cv_results_["mean_test_balanced_accuracy"][index]), note
 
     def predict_proba(self, X) -> np.ndarray:
         """Shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -290,6 +292,11 @@ class SklearnHead(Head):
         return head
 
 
+def balanced_accuracy_score(estimator, X, y) -> float:
+    """A scorer: ``balanced_accuracy`` of ``estimator``'s predictions on ``X``."""
+    return balanced_accuracy(y, estimator.predict(X))
+
+
 def true_class_log_loss(estimator, X, y) -> float:
     """A scorer: the mean log of the probability ``estimator`` gives each row's true class (a class
     its fold never trained on counts as 1e-15), so every fold scores, whatever classes it holds."""
@@ -299,6 +306,10 @@ def true_class_log_loss(estimator, X, y) -> float:
     known = classes[column] == y
     true_proba = np.where(known, proba[np.arange(len(y)), column], 0.0)
     return float(np.mean(np.log(np.clip(true_proba, 1e-15, 1.0))))
+
+
+SEARCH_SCORERS = {"balanced_accuracy": balanced_accuracy_score, "log_loss": true_class_log_loss,
+                  "accuracy": "accuracy"}
 
 
 def smallest_class(y: np.ndarray, groups: np.ndarray | None = None) -> tuple[object, int]:

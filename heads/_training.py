@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from heads._base import balanced_accuracy
+
 
 def holdout_split(labels: np.ndarray, groups, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, early-stopping rows): about ``holdout`` of the groups, drawn at random but
@@ -131,20 +133,20 @@ class EpochTrainer:
                                for start in range(0, len(rows), self._chunk_rows)])
 
     def score(self, rows: np.ndarray) -> tuple[float, float]:
-        """(crossentropy, accuracy) on ``rows``, each probability clipped at 1e-7, the
+        """(crossentropy, balanced accuracy) on ``rows``, each probability clipped at 1e-7, the
         crossentropy's mean weighed by the rows' class weights."""
         proba, labels = self.probabilities(rows), self.labels[rows]
         picked = np.clip(proba[np.arange(len(rows)), labels], 1e-7, 1.0)
         loss = np.average(-np.log(picked), weights=self.class_weights[labels])
-        return float(loss), float((proba.argmax(axis=1) == labels).mean())
+        return float(loss), balanced_accuracy(labels, proba.argmax(axis=1))
 
     def early_stopped(self, fit_rows: np.ndarray, stop_rows: np.ndarray, epochs: int,
                       patience: int) -> tuple[int, float, float | None]:
         """Train on ``fit_rows`` for at most ``epochs``, stopping once the loss on ``stop_rows`` (the
         training loss when there are none) has not fallen for ``patience`` epochs, and keep the
         weights of its lowest, as Keras' ``EarlyStopping(restore_best_weights=True)`` does.
-        Returns (the epochs of the kept weights, that loss, their accuracy on ``stop_rows``, None
-        when there are none)."""
+        Returns (the epochs of the kept weights, that loss, their balanced accuracy on ``stop_rows``,
+        None when there are none)."""
         best_epoch, best_loss, best_accuracy, best_weights = epochs, np.inf, None, None
         for epoch in range(1, epochs + 1):
             loss, accuracy = self.epoch(fit_rows), None

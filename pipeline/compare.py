@@ -1,9 +1,10 @@
 """`compare`: fit every head on one store, rank them honestly, choose one, report.
 
-The choice is made on the training rows only: each head's own cross-validated accuracy
+The choice is made on the training rows only: each head's own cross-validated balanced accuracy
 (``cv_score_``: a scikit-learn head's grouped search folds, the dense head's grouped holdout, the
-ensemble's out-of-fold vote); validation is then the held-out figure of the head chosen, not what
-chose it (picking the best validation accuracy and reporting it flatters the winner)."""
+ensemble's out-of-fold vote), so on a folder with a rare class a head that ignores it is not
+chosen for the common classes' rows; validation is then the held-out figure of the head chosen,
+not what chose it (picking the best validation accuracy and reporting it flatters the winner)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def simplicity_rank(head: str) -> int:
 
 
 def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict], pairs: list[dict]) -> dict:
-    """The head with the best cross-validated accuracy on the training rows (ties: the simpler head,
+    """The head with the best cross-validated balanced accuracy on the training rows (ties: the simpler head,
     ``SIMPLER_FIRST``), with its validation accuracy as the held-out figure, scored once on test if
     there is one.
     Where no head has a cross-validated score (searches off), the best validation accuracy, said so."""
@@ -68,9 +69,10 @@ def choose(store: FeatureStore, fitted: dict[str, Run], rows: list[dict], pairs:
     if scored:
         head = max(scored, key=lambda name: (scored[name], -simplicity_rank(name)))
         low, high = by_head[head]["intervals_95"]["accuracy"]
-        why = (f"{head}: highest cross-validated accuracy on the training rows ({scored[head]:.4f}; grouped "
-               "search folds for logreg and svm, the grouped early-stopping holdout for dense, out-of-fold "
-               f"votes for the ensemble; ties broken by the simpler head). Its validation accuracy, "
+        why = (f"{head}: highest cross-validated balanced accuracy (the mean recall per class) on the training "
+               f"rows ({scored[head]:.4f}; grouped search folds for logreg and svm, the grouped early-stopping "
+               "holdout for dense, out-of-fold votes for the ensemble; ties broken by the simpler head). "
+               "Its validation accuracy, "
                f"{by_head[head]['accuracy']:.4f} [{low:.3f}, {high:.3f}], is the held-out figure: validation "
                "took no part in the choice.")
         unscored = sorted(set(fitted) - set(scored))

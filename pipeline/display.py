@@ -26,7 +26,7 @@ def describe_fit(details: dict) -> str:
         searched = ", ".join(f"{name}={value}" for name, value in details["best_params"].items())
         score = details.get("cv_score")
         by = " by log loss" if details.get("search_metric") == "log_loss" else ""
-        parts.append(f"searched {searched}{by}" + (f" (grouped CV accuracy {score:.4f})" if score is not None else ""))
+        parts.append(f"searched {searched}{by}" + (f" (grouped CV balanced accuracy {score:.4f})" if score is not None else ""))
     if details.get("solver"):
         parts.append(details["solver"])
     if details.get("calibration"):

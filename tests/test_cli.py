@@ -52,7 +52,7 @@ def test_head_writes_model_run_and_metrics(cli, flat_folder):
     assert set(metrics["per_class"]) == {"alpha", "beta", "gamma"}
     searched = cli("head", "--head", "logreg", "--cache", cli.cache, "--runs", cli.runs)
     assert searched.exit_code == 0, searched.output
-    assert "fitted: searched C=" in searched.output and " by log loss (grouped CV accuracy " in searched.output
+    assert "fitted: searched C=" in searched.output and " by log loss (grouped CV balanced accuracy " in searched.output
 
 
 def test_head_says_how_the_dense_networks_were_trained(cli, flat_folder):

@@ -22,8 +22,8 @@ def test_ensemble_votes_with_the_subset_best_by_grouped_cross_validation(tmp_pat
     head = EnsembleHead(member_params=FAST_MEMBERS).fit(X, y, groups=groups)
     assert set(head.cv_scores_) == {"logreg", "svm", "dense", "logreg+svm", "logreg+dense", "svm+dense",
                                     "logreg+svm+dense"}
-    best = max(head.cv_scores_.values(), key=lambda s: (s["accuracy"], -s["log_loss"]))
-    assert head.cv_scores_["+".join(head.chosen_)]["accuracy"] == best["accuracy"]
+    best = max(head.cv_scores_.values(), key=lambda s: (s["balanced_accuracy"], -s["log_loss"]))
+    assert head.cv_scores_["+".join(head.chosen_)]["balanced_accuracy"] == best["balanced_accuracy"] == head.cv_score_
     assert list(head.members_) == head.chosen_ and head.reused_ == []
     proba = head.predict_proba(X)
     expected = np.mean([member.predict_proba(X) for member in head.members_.values()], axis=0)

@@ -104,7 +104,7 @@ def test_compare_chooses_the_cross_validated_best_even_against_validation(blocks
     fitted["logreg"].info["details"]["cv_score"], fitted["svm"].info["details"]["cv_score"] = 0.6, 0.7
     chosen = choose(store, fitted, rows, [{"a": "logreg", "b": "svm", "p": 0.01}])
     assert chosen["head"] == "svm" and chosen["cv_scores"] == {"logreg": 0.6, "svm": 0.7}
-    assert "cross-validated accuracy on the training rows (0.7000" in chosen["why"]
+    assert "cross-validated balanced accuracy (the mean recall per class) on the training rows (0.7000" in chosen["why"]
     assert "validation accuracy, 0.5000" in chosen["why"]
     fitted["logreg"].info["details"]["cv_score"] = 0.7  # a tie: the simpler head, however long its fit took
     rows[0]["fit_seconds"] = 100.0
