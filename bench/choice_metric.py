@@ -43,8 +43,11 @@ def choice(ensemble: EnsembleHead, criterion: str) -> str:
     return max(candidates, key=lambda k: (scores[k][criterion], -candidates.index(k)))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def cut_folds(argv, description: str):
+    """Parse the options of this script and `search_metric.py`, print their table's header, and yield
+    per data set and ``--rare`` cut: (data folder, store, X, y, groups, the cut, each fold's (fit rows,
+    every other class cut, and held-out rows))."""
+    parser = argparse.ArgumentParser(description=description)
     store_options(parser, DATASETS)
     parser.add_argument("--rare", type=int, nargs="+", default=[8, 20, 0],
                         help="photos of each rare class in a fold's fit part; 0: no cut (default 8 20 0)")
@@ -56,25 +59,30 @@ def main(argv=None) -> None:
     for data in args.data:
         store, X, y, groups = pooled_store(data, args)
         for rare in args.rare:
-            right = {criterion: [] for criterion in CRITERIA}
-            labels, differ, chosen = [], 0, []
-            for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, 0)):
-                if rare:
-                    fit_rows = imbalanced(fit_rows, y, groups, rare, fold)
-                fit = (X[fit_rows], y[fit_rows])
-                members = {name: head_for_store(store, name, {}).fit(*fit, groups=groups[fit_rows])
-                           for name in ("logreg", "svm", "dense")}
-                ensemble = head_for_store(store, "ensemble", {}).fit(*fit, groups=groups[fit_rows], fitted=members)
-                picks = {criterion: choice(ensemble, criterion) for criterion in CRITERIA}
-                for criterion, pick in picks.items():
-                    voters = pick.split("+")
-                    proba = np.mean([members[name].predict_proba(X[test_rows]) for name in voters], axis=0)
-                    right[criterion].append(members[voters[0]].classes_[proba.argmax(axis=1)] == y[test_rows])
-                labels.append(y[test_rows])
-                differ += picks["accuracy"] != picks["balanced_accuracy"]
-                chosen.append(f"{picks['accuracy']}/{picks['balanced_accuracy']}")
-            print(f"{data.name} | {rare or 'all'} | {held_out(right, labels)} | {differ} of {len(chosen)} "
-                  f"({', '.join(chosen)})", flush=True)
+            folds = [(imbalanced(fit_rows, y, groups, rare, fold) if rare else fit_rows, test_rows)
+                     for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, 0))]
+            yield data, store, X, y, groups, rare, folds
+
+
+def main(argv=None) -> None:
+    for data, store, X, y, groups, rare, folds in cut_folds(argv, __doc__.split("\n")[0]):
+        right = {criterion: [] for criterion in CRITERIA}
+        labels, differ, chosen = [], 0, []
+        for fit_rows, test_rows in folds:
+            fit = (X[fit_rows], y[fit_rows])
+            members = {name: head_for_store(store, name, {}).fit(*fit, groups=groups[fit_rows])
+                       for name in ("logreg", "svm", "dense")}
+            ensemble = head_for_store(store, "ensemble", {}).fit(*fit, groups=groups[fit_rows], fitted=members)
+            picks = {criterion: choice(ensemble, criterion) for criterion in CRITERIA}
+            for criterion, pick in picks.items():
+                voters = pick.split("+")
+                proba = np.mean([members[name].predict_proba(X[test_rows]) for name in voters], axis=0)
+                right[criterion].append(members[voters[0]].classes_[proba.argmax(axis=1)] == y[test_rows])
+            labels.append(y[test_rows])
+            differ += picks["accuracy"] != picks["balanced_accuracy"]
+            chosen.append(f"{picks['accuracy']}/{picks['balanced_accuracy']}")
+        print(f"{data.name} | {rare or 'all'} | {held_out(right, labels)} | {differ} of {len(chosen)} "
+              f"({', '.join(chosen)})", flush=True)
 
 
 def held_out(right: dict, labels: list) -> str:

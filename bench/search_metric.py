@@ -13,46 +13,30 @@ nothing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import store_options  # noqa: E402  (bench/ is not a package)
-from choice_metric import CRITERIA, held_out  # noqa: E402
-from class_weight import imbalanced  # noqa: E402
-from normalization import DATASETS, paired_folds, pooled_store  # noqa: E402
+from choice_metric import CRITERIA, cut_folds, held_out  # noqa: E402  (bench/ is not a package)
 
 from pipeline.runs import head_for_store  # noqa: E402
 
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    store_options(parser, DATASETS)
-    parser.add_argument("--rare", type=int, nargs="+", default=[8, 20, 0],
-                        help="photos of each rare class in a fold's fit part; 0: no cut (default 8 20 0)")
-    parser.add_argument("--cv", type=int, default=1, metavar="R", help="repeats of the grouped 5-fold split (default 1)")
-    args = parser.parse_args(argv)
-    args.cache.mkdir(parents=True, exist_ok=True)
-    print("set | rare photos | by accuracy: accuracy / balanced | by balanced accuracy: accuracy / balanced "
-          "| difference (points) | folds choosing otherwise")
-    for data in args.data:
-        store, X, y, groups = pooled_store(data, args)
-        for rare in args.rare:
-            right, labels, choices = {metric: [] for metric in CRITERIA}, [], []
-            for fold, (fit_rows, test_rows) in enumerate(paired_folds(y, groups, args.cv, 0)):
-                if rare:
-                    fit_rows = imbalanced(fit_rows, y, groups, rare, fold)
-                chosen = {}
-                for metric in CRITERIA:
-                    svm = head_for_store(store, "svm", {})
-                    svm.search_metric = metric
-                    svm.fit(X[fit_rows], y[fit_rows], groups=groups[fit_rows])
-                    right[metric].append(svm.predict(X[test_rows]) == y[test_rows])
-                    chosen[metric] = svm.best_params_
-                labels.append(y[test_rows])
-                choices.append(chosen["accuracy"] != chosen["balanced_accuracy"])
-            print(f"{data.name} | {rare or 'all'} | {held_out(right, labels)} | {sum(choices)} of {len(choices)}",
-                  flush=True)
+    for data, store, X, y, groups, rare, folds in cut_folds(argv, __doc__.split("\n")[0]):
+        right, labels, choices = {metric: [] for metric in CRITERIA}, [], []
+        for fit_rows, test_rows in folds:
+            chosen = {}
+            for metric in CRITERIA:
+                svm = head_for_store(store, "svm", {})
+                svm.search_metric = metric
+                svm.fit(X[fit_rows], y[fit_rows], groups=groups[fit_rows])
+                right[metric].append(svm.predict(X[test_rows]) == y[test_rows])
+                chosen[metric] = svm.best_params_
+            labels.append(y[test_rows])
+            choices.append(chosen["accuracy"] != chosen["balanced_accuracy"])
+        print(f"{data.name} | {rare or 'all'} | {held_out(right, labels)} | {sum(choices)} of {len(choices)}",
+              flush=True)
 
 
 if __name__ == "__main__":
