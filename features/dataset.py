@@ -175,7 +175,7 @@ def _relative(path: str | Path, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
-def _first(names: list, most: int) -> str:
+def first_names(names: list, most: int) -> str:
     """The first ``most`` of ``names``, ``shown`` and comma-separated, then " ..." where there are more."""
     return ", ".join(map(shown, names[:most])) + (" ..." if len(names) > most else "")
 
@@ -302,7 +302,7 @@ def scan_dataset(root: Path | str, val_fraction: float = 0.2, layout: str = "aut
     unnamed = sorted(s.path for s in sources if not is_image_name(s.path.rsplit("/", 1)[-1]))
     if unnamed:
         plan.warnings.append(f"{len(unnamed)} file(s) without an image extension read as images by their "
-                             f"content: {_first(unnamed, 5)}.")
+                             f"content: {first_names(unnamed, 5)}.")
     sources = sorted(sources, key=lambda s: s.path)
     twins = _twin_indices(sources, first_of)
     plan.warnings += _twin_warnings(sources, twins)
@@ -317,7 +317,7 @@ def _unlabelled_warnings(paths: list[str]) -> list[str]:
     """What to say of images outside any class folder: how many, where, and that they are not used."""
     if not paths:
         return []
-    return [f"{len(paths)} image(s) lie outside any class folder ({_first(sorted(paths), 3)}): with no label "
+    return [f"{len(paths)} image(s) lie outside any class folder ({first_names(sorted(paths), 3)}): with no label "
             "they are left out. Move labelled ones into their class folder; `predict` classifies unlabelled ones."]
 
 
@@ -466,7 +466,7 @@ def _split_plan(root: Path, split_dirs: dict[str, str], val_fraction: float, unl
         renamed = [f"{Path(folder) / name} as {known}" for name, known in classes[split_name].items() if name != known]
         if renamed:
             warnings.append(f"Class folders named as in {shown(train)}/ but for case or accents are read as "
-                            f"its classes: {_first(renamed, 5)}.")
+                            f"its classes: {first_names(renamed, 5)}.")
     carve = "validation" not in split_dirs
     folders = {
         name: [("" if carve and split_name == "train" else split_name, root / folder / found)
