@@ -295,7 +295,7 @@ def features(
     """Stage one: run the VGG16 base once over the images and cache features as .npy shards."""
     from features import resolve_weights, scan_dataset
     from pipeline.demo import write_digits
-    from pipeline.stores import build_store, describe_skipped, manifest_summary
+    from pipeline.stores import build_store, describe_skipped, manifest_summary, uneven_classes
 
     if image_size is not None:
         check_range("--image-size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
@@ -327,6 +327,8 @@ def features(
     for line in describe_skipped(store.manifest["skipped"]):
         say(line)
     say(manifest_summary(store))
+    if uneven := uneven_classes(store):
+        say(uneven)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from shlex import quote
@@ -12,6 +13,7 @@ from features import Dataset, ExtractConfig, FeatureError, FeatureStore, StoreWr
 from features.extract import check_unreadable, extract
 from features.api import LATEST_FILE, store_path
 from features.calibration import CalibratedModel, calibrated_model, install_int8_model
+from features.dataset import first_names
 from features.distributed import DaskExecutor, check_backend
 from features.drift import DRIFT_THRESHOLD, Int8DriftError
 from features.lock import store_lock
@@ -224,6 +226,18 @@ def describe_skipped(skipped: list[dict], limit: int = 10) -> list[str]:
     if len(skipped) > limit:
         lines.append(f"  ... and {len(skipped) - limit} more")
     return lines
+
+
+def uneven_classes(store: FeatureStore) -> str | None:
+    """A line naming the classes with under half the training photos of the largest, or None."""
+    counts = Counter(source["label"] for source in store.manifest["sources"] if source["split"] == "train")
+    sizes = [counts.get(label, 0) for label in range(len(store.class_names))]
+    small = [name for name, size in zip(store.class_names, sizes) if 2 * size < max(sizes)]
+    if not small:
+        return None
+    return (f"Uneven classes: {min(sizes)} to {max(sizes)} training photos a class; under half the largest: "
+            f"{first_names(small, 5)}. The logreg and dense heads weigh each class alike, and every head is "
+            "tuned and chosen by balanced accuracy; more photos of those classes would still help most.")
 
 
 def manifest_summary(store: FeatureStore) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import extract_args, write_images
+from tests.conftest import extract_args, write_images, write_split_folder
 
 COMMANDS = ("features", "head", "compare", "predict", "verify", "export")
 
@@ -95,6 +95,18 @@ def one_line_error(result, *fragments):
     assert len(errors) == 1, result.output
     for fragment in fragments:
         assert fragment in errors[0]
+
+
+def test_features_names_classes_with_under_half_the_largest_classs_training_photos(cli, tmp_path):
+    """Moths, with half the ants' photos, are not named."""
+    write_images(tmp_path / "uneven" / "train", {"ants": 12, "bees": 5, "moths": 6, "wasps": 5})
+    write_images(tmp_path / "uneven" / "validation", {"ants": 2, "bees": 2, "moths": 2, "wasps": 2}, start=100)
+    result = cli(*extract_args(tmp_path / "uneven", cli.cache))
+    assert result.exit_code == 0, result.output
+    assert "Uneven classes: 5 to 12 training photos a class; under half the largest: bees, wasps." in result.output
+    even = cli(*extract_args(write_split_folder(tmp_path / "even", 4, 2), cli.cache))
+    assert even.exit_code == 0, even.output
+    assert "Uneven" not in even.output
 
 
 def test_bad_data_folders(cli, tmp_path):
