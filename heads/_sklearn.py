@@ -24,7 +24,7 @@ LEGACY_FILE = "model.joblib"  # a pickle, as earlier versions saved heads: never
 TRUSTED_TYPES = ("heads._logreg.LogRegHead", "heads._svm.SVMHead", "heads._sklearn.ColumnGroups",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
                  "sklearn.calibration._TemperatureScaling", "heads._calibration.TemperatureCalibration",
-                 "heads._svm.KernelRows")
+                 "heads._svm.KernelRows", "heads._svm.WeightedOneVsRest")
 
 # Rules shared by the scikit-learn heads' ``_parameter_constraints``.
 POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]  # finite: nan and inf refused

@@ -314,6 +314,22 @@ def test_logreg_and_dense_weigh_each_class_alike_by_default_so_a_rare_class_is_s
     assert parse_params(head_class, ["class_weight=none"]) == {"class_weight": "none"}
 
 
+def test_the_svm_weighs_each_class_alike_by_default_so_a_rare_class_is_still_found():
+    def pooled_like(y):  # non-negative, each class lighting its own channels
+        X = np.abs(rng.normal(size=(len(y), 60)))
+        for label in range(3):
+            X[y == label, 10 * label:10 * label + 10] += 0.6
+        return X.astype(np.float32)
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [150, 150, 10])  # ten photos of one class beside hundreds of two others
+    X, new = pooled_like(y), pooled_like(np.full(200, 2))
+    recall = {weights: float(np.mean(SVMHead(class_weight=weights, n_jobs=1).fit(X, y).predict(new) == 2))
+              for weights in ("balanced", "none")}
+    assert SVMHead().class_weight == "balanced"
+    assert recall["balanced"] > recall["none"] + 0.3
+
+
 @pytest.mark.parametrize("calibration", ["sigmoid", "temperature"])
 def test_svm_calibration_folds_keep_an_images_rows_together(calibration):
     X, y = blobs(n_per_class=30)
