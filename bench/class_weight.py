@@ -1,4 +1,4 @@
-"""Logistic regression's class weights on folders where some classes have few photos.
+"""The heads' class weights on folders where some classes have few photos.
 
 Run: .venv/bin/python bench/class_weight.py [--data DIR ...] [--rare 8] [--cv 1]
 
@@ -7,9 +7,9 @@ For each data set (default: the three shared sets), builds (or reuses) its `bloc
 `bench/accuracy.py`'s `build_store`, pools its training and validation photos and splits them in the
 paired cross-validation of `bench/normalization.py` (grouped 5-fold splits, ``--cv`` repeats). In each
 fold's fit part every other class (by label) keeps ``--rare`` photos, drawn at random, the rest every
-photo; the logreg head is fitted as `compare` fits it (its search included) with ``class_weight``
-``none`` and ``balanced``, beside the SVM and dense heads as `compare` fits them (neither weighs
-classes), and each is scored on the held-out part, where every class keeps its photos:
+photo; the logreg, SVM and dense heads are fitted as `compare` fits them (searches included) with
+``class_weight`` ``none`` and ``balanced``, and each is scored on the held-out part, where every
+class keeps its photos:
 
 - accuracy on the held-out photos (about as balanced as the set);
 - recall of the rare classes alone;
@@ -36,7 +36,8 @@ from normalization import DATASETS, paired_folds, pooled_store  # noqa: E402
 from pipeline.runs import head_for_store  # noqa: E402
 
 HEADS = {"logreg none": ("logreg", {"class_weight": "none"}), "logreg balanced": ("logreg", {"class_weight": "balanced"}),
-         "svm": ("svm", {}), "dense none": ("dense", {"class_weight": "none"}),
+         "svm none": ("svm", {"class_weight": "none"}), "svm balanced": ("svm", {"class_weight": "balanced"}),
+         "dense none": ("dense", {"class_weight": "none"}),
          "dense balanced": ("dense", {"class_weight": "balanced"})}
 
 

@@ -236,8 +236,8 @@ def uneven_classes(store: FeatureStore) -> str | None:
     if not small:
         return None
     return (f"Uneven classes: {min(sizes)} to {max(sizes)} training photos a class; under half the largest: "
-            f"{first_names(small, 5)}. The logreg and dense heads weigh each class alike, and every head is "
-            "tuned and chosen by balanced accuracy; more photos of those classes would still help most.")
+            f"{first_names(small, 5)}. Every head weighs each class alike and is tuned and chosen by balanced "
+            "accuracy; more photos of those classes would still help most.")
 
 
 def manifest_summary(store: FeatureStore) -> str:
