@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.parallel import Parallel, delayed
 
 from heads._base import Flag, Interval, Options
 from heads._calibration import TemperatureCalibration
@@ -215,7 +216,8 @@ class WeightedOneVsRest(OneVsRestClassifier):
         self.label_binarizer_ = LabelBinarizer()
         problems = self.label_binarizer_.fit_transform(y).T  # one row per class; one for two classes
         self.classes_ = self.label_binarizer_.classes_
-        self.estimators_ = [clone(self.estimator).fit(X, problem, sample_weight=weights) for problem in problems]
+        self.estimators_ = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(clone(self.estimator).fit)(X, problem, sample_weight=weights) for problem in problems)
         self.n_features_in_ = self.estimators_[0].n_features_in_
         return self
 

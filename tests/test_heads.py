@@ -314,6 +314,20 @@ def test_logreg_and_dense_weigh_each_class_alike_by_default_so_a_rare_class_is_s
     assert parse_params(head_class, ["class_weight=none"]) == {"class_weight": "none"}
 
 
+def test_balanced_weights_leave_classes_of_one_size_as_the_plain_one_vs_rest_svm():
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import SVC
+
+    from heads._svm import WeightedOneVsRest
+    X, y = blobs(n_per_class=20)
+    plain = OneVsRestClassifier(SVC()).fit(X, y).decision_function(X)
+    np.testing.assert_allclose(WeightedOneVsRest(SVC(), class_weight="balanced").fit(X, y).decision_function(X), plain,
+                               atol=1e-10)
+    rare = np.concatenate([np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:4]])  # one class of 4 beside 20s
+    weighted = WeightedOneVsRest(SVC(), class_weight="balanced").fit(X[rare], y[rare]).decision_function(X)
+    assert not np.allclose(weighted, OneVsRestClassifier(SVC()).fit(X[rare], y[rare]).decision_function(X))
+
+
 def test_the_svm_weighs_each_class_alike_by_default_so_a_rare_class_is_still_found():
     def pooled_like(y):  # non-negative, each class lighting its own channels
         X = np.abs(rng.normal(size=(len(y), 60)))
