@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from heads._base import Flag, Head, Interval, Options, check_columns, check_training_data, selected_ranges
 from heads._training import EpochTrainer, holdout_split
@@ -198,15 +199,15 @@ class DenseHead(Head):
         return model, trainer.served
 
     def _class_weights(self, y_index: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-        """Each class's weight in the loss on ``rows``: with ``class_weight="balanced"``, rows over
-        classes times the class's rows (scikit-learn's), so each class weighs alike; a dict's (1 for
-        a class it omits); None for ``none``."""
+        """Each class's weight in the loss on ``rows`` (each class has some, ``holdout_split``): with
+        ``class_weight="balanced"``, scikit-learn's (rows over classes times the class's rows), as
+        logreg's and the SVM's, so each class weighs alike; a dict's (1 for a class it omits); None
+        for ``none``."""
         if self.class_weight == "none":
             return None
         if isinstance(self.class_weight, dict):
             return np.array([self.class_weight.get(label, 1.0) for label in self.classes_.tolist()])
-        counts = np.bincount(y_index[rows], minlength=len(self.classes_))
-        return len(rows) / (len(self.classes_) * np.maximum(counts, 1))
+        return compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_index[rows])
 
     def fit_like(self, X, y, groups=None) -> "DenseHead":
         """A new head with this fitted head's parameters, its networks trained on every row of ``X``,
