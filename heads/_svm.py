@@ -124,18 +124,16 @@ class SVMHead(SklearnHead):
 
     def _svm(self, n_samples: int, C: float | None = None, kernel: str = "rbf"):
         self.solver_ = self._choose_solver(n_samples)
+        C = self.C if C is None else C
         class_weight = None if self.class_weight == "none" else self.class_weight
         if self.solver_ == "rbf":
             if not self.one_vs_rest:
                 self.solver_ = f"SVC(kernel={kernel!r})"
-                return SVC(C=self.C if C is None else C, kernel=kernel, class_weight=class_weight,
-                           random_state=self.seed)
+                return SVC(C=C, kernel=kernel, class_weight=class_weight, random_state=self.seed)
             self.solver_ = f"one-vs-rest SVC(kernel={kernel!r})"
-            svc = SVC(C=self.C if C is None else C, kernel=kernel, random_state=self.seed)
-            return WeightedOneVsRest(svc, class_weight=class_weight)
+            return WeightedOneVsRest(SVC(C=C, kernel=kernel, random_state=self.seed), class_weight=class_weight)
         self.solver_ = "LinearSVC(dual=False)"
-        return LinearSVC(C=self.C if C is None else C, dual=False, tol=1e-3, class_weight=class_weight,
-                         random_state=self.seed)
+        return LinearSVC(C=C, dual=False, tol=1e-3, class_weight=class_weight, random_state=self.seed)
 
     def _make_estimator(self, n_samples: int, C: float | None = None, kernel: str = "rbf",
                         normalize: str | None = None, columns: str | None = None, y=None, groups=None):
